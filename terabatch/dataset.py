@@ -1,0 +1,317 @@
+"""The user API: a lazy ``Dataset``; each method validates its arguments and adds one node.
+
+Nothing runs until a terminal method (``write_*``, ``collect``, ``count``, ``iter_batches``) is
+called. Those accept the run options ``workers``, ``memory`` (e.g. ``"4GB"``) and ``progress``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from terabatch.errors import TerabatchError
+from terabatch.explain import explain_plan
+from terabatch.io.sinks import CollectSink, CountSink, FileSink
+from terabatch.plan.nodes import Drop, Filter, Head, MapBatches, Node, Rename, Select, WithColumns
+from terabatch.plan.schema import apply_to_schema, output_schema
+from terabatch.run import job
+from terabatch.run.memory import parse_size
+from terabatch.run.summary import JobSummary
+
+IntoExpr = str | pl.Expr
+
+
+def _exprs(
+    args: Sequence[IntoExpr | Sequence[IntoExpr]], named: Mapping[str, Any]
+) -> tuple[pl.Expr, ...]:
+    flat: list[pl.Expr] = []
+    for arg in args:
+        items = arg if isinstance(arg, list | tuple) else [arg]
+        for item in items:
+            if isinstance(item, str):
+                flat.append(pl.col(item))
+            elif isinstance(item, pl.Expr):
+                flat.append(item)
+            else:
+                raise TerabatchError(
+                    f"expected a column name or a polars expression, got {type(item).__name__}"
+                )
+    for name, value in named.items():
+        expr = value if isinstance(value, pl.Expr) else pl.lit(value)
+        flat.append(expr.alias(name))
+    return tuple(flat)
+
+
+def _options(workers: int | None, memory: str | int | None, progress: bool) -> job.RunOptions:
+    if workers is not None and workers < 1:
+        raise TerabatchError(f"workers must be at least 1, not {workers}")
+    return job.RunOptions(workers=workers, memory=parse_size(memory), progress=progress)
+
+
+class Dataset:
+    """A lazy pipeline over files too large for memory.
+
+    >>> import tempfile, pathlib, polars as pl, terabatch as tb
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = path.write_text("user,bytes\\na,10\\nb,20\\na,5\\n")
+    >>> tb.read_csv(path).filter(pl.col("bytes") > 6).select("user").collect(progress=False)["user"].to_list()
+    ['a', 'b']
+    """
+
+    def __init__(self, plan: Node) -> None:
+        self._plan = plan
+
+    def __repr__(self) -> str:
+        return f"<terabatch.Dataset\n{self.explain(optimized=False)}>"
+
+    def _add(self, node: Node) -> Dataset:
+        schema = output_schema(self._plan)
+        if schema is not None and not isinstance(node, MapBatches):
+            apply_to_schema(node, schema)
+        return Dataset(node)
+
+    @property
+    def schema(self) -> pl.Schema:
+        """Column names and types of the result; unknown after ``map_batches`` without a schema."""
+        schema = output_schema(self._plan)
+        if schema is None:
+            raise TerabatchError(
+                "the schema is unknown after map_batches; pass map_batches(fn, schema={...})"
+            )
+        return schema
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names())
+
+    # narrow operations ---------------------------------------------------------------------
+
+    def select(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: Any) -> Dataset:
+        """Keep or compute columns: ``ds.select("a", total=pl.col("b") * 2)``."""
+        return self._add(Select(self._plan, _exprs(exprs, named)))
+
+    def with_columns(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: Any) -> Dataset:
+        """Add or replace columns: ``ds.with_columns(day=pl.col("ts").str.slice(0, 10))``."""
+        return self._add(WithColumns(self._plan, _exprs(exprs, named)))
+
+    def filter(self, *predicates: pl.Expr) -> Dataset:
+        """Keep the rows where every predicate is true: ``ds.filter(pl.col("status") == 200)``."""
+        if not predicates or not all(isinstance(p, pl.Expr) for p in predicates):
+            raise TerabatchError(
+                "filter takes one or more polars expressions, e.g. pl.col('x') > 0"
+            )
+        predicate = predicates[0]
+        for p in predicates[1:]:
+            predicate = predicate & p
+        return self._add(Filter(self._plan, predicate))
+
+    def drop(self, *columns: str) -> Dataset:
+        """Remove columns."""
+        return self._add(Drop(self._plan, tuple(columns)))
+
+    def rename(self, mapping: Mapping[str, str]) -> Dataset:
+        """Rename columns: ``ds.rename({"old": "new"})``."""
+        return self._add(Rename(self._plan, tuple(mapping.items())))
+
+    def map_batches(
+        self,
+        fn: Callable[[pl.DataFrame], pl.DataFrame],
+        batch_size: int | None = None,
+        schema: Mapping[str, pl.DataType] | None = None,
+    ) -> Dataset:
+        """Run any Python function ``DataFrame -> DataFrame`` on every batch, on every core.
+
+        ``batch_size`` fixes the number of rows per call (the last call may get fewer);
+        ``schema`` declares the output columns so that later steps can be checked early.
+        """
+        if not callable(fn):
+            raise TerabatchError(f"map_batches needs a function, got {type(fn).__name__}")
+        if batch_size is not None and batch_size < 1:
+            raise TerabatchError(f"batch_size must be at least 1, not {batch_size}")
+        declared = pl.Schema(schema) if schema is not None else None
+        return self._add(MapBatches(self._plan, fn, batch_size, declared))
+
+    def head(self, n: int = 5) -> Dataset:
+        """The first ``n`` rows in input order."""
+        if n < 0:
+            raise TerabatchError(f"head needs n >= 0, not {n}")
+        return self._add(Head(self._plan, n))
+
+    # results -------------------------------------------------------------------------------
+
+    def count(
+        self, *, workers: int | None = None, memory: str | int | None = None, progress: bool = False
+    ) -> int:
+        """Number of rows."""
+        plan = self._plan
+        schema = output_schema(plan)
+        if schema is not None and len(schema):
+            plan = Select(plan, (pl.col(schema.names()[0]),))
+        return job.run(plan, CountSink(), _options(workers, memory, progress)).count
+
+    def collect(
+        self, *, workers: int | None = None, memory: str | int | None = None, progress: bool = False
+    ) -> pl.DataFrame:
+        """Run and return the result as one Polars DataFrame (it must fit in memory)."""
+        frame = job.run(self._plan, CollectSink(), _options(workers, memory, progress)).frame
+        return frame if frame is not None else pl.DataFrame()
+
+    to_polars = collect
+
+    def to_arrow(self, **run: Any) -> pa.Table:
+        """Run and return a ``pyarrow.Table``."""
+        return self.collect(**run).to_arrow()
+
+    def to_pandas(self, **run: Any):
+        """Run and return a ``pandas.DataFrame`` (needs pandas installed)."""
+        return self.collect(**run).to_pandas()
+
+    def iter_batches(
+        self, *, workers: int | None = None, memory: str | int | None = None, progress: bool = False
+    ) -> Iterator[pl.DataFrame]:
+        """Stream the result as Polars DataFrames in input order, with bounded memory."""
+        for batch in job.stream(self._plan, _options(workers, memory, progress)):
+            yield pl.from_arrow(batch)
+
+    def _write(
+        self,
+        fmt: str,
+        path: str | os.PathLike,
+        *,
+        compression: str | None,
+        compression_level: int | None,
+        partition_by: str | Sequence[str] | None,
+        max_rows_per_file: int | None,
+        mode: str,
+        workers: int | None,
+        memory: str | int | None,
+        progress: bool,
+        storage_options: dict | None,
+    ) -> JobSummary:
+        keys = (partition_by,) if isinstance(partition_by, str) else tuple(partition_by or ())
+        schema = output_schema(self._plan)
+        if schema is not None:
+            for key in keys:
+                if key not in schema:
+                    from terabatch.errors import SchemaError, suggest
+
+                    raise SchemaError(
+                        f"partition_by column {key!r} not found{suggest(key, list(schema.names()))}"
+                    )
+        if max_rows_per_file is not None and max_rows_per_file < 1:
+            raise TerabatchError("max_rows_per_file must be at least 1")
+        sink = FileSink(
+            fmt,
+            compression,
+            compression_level,
+            keys,
+            max_rows_per_file,
+            storage_options=storage_options,
+        )
+        out = job.run(
+            self._plan,
+            sink,
+            _options(workers, memory, progress),
+            output=os.fspath(path),
+            mode=mode,
+            storage_options=storage_options,
+            manifest={"format": fmt, "compression": compression, "partition_by": list(keys)},
+        )
+        return out.summary
+
+    def write_parquet(
+        self,
+        path: str | os.PathLike,
+        *,
+        compression: str = "zstd",
+        compression_level: int | None = None,
+        partition_by: str | Sequence[str] | None = None,
+        max_rows_per_file: int | None = None,
+        mode: str = "error",
+        workers: int | None = None,
+        memory: str | int | None = None,
+        progress: bool = True,
+        storage_options: dict | None = None,
+    ) -> JobSummary:
+        """Write a directory of Parquet files, atomically, with a ``_SUCCESS`` manifest.
+
+        ``partition_by`` writes hive-style ``key=value/`` directories; ``mode="overwrite"``
+        replaces an existing output directory only once the new output is complete.
+        """
+        return self._write(
+            "parquet",
+            path,
+            compression=compression,
+            compression_level=compression_level,
+            partition_by=partition_by,
+            max_rows_per_file=max_rows_per_file,
+            mode=mode,
+            workers=workers,
+            memory=memory,
+            progress=progress,
+            storage_options=storage_options,
+        )
+
+    def write_csv(
+        self,
+        path: str | os.PathLike,
+        *,
+        compression: str | None = None,
+        partition_by: str | Sequence[str] | None = None,
+        max_rows_per_file: int | None = None,
+        mode: str = "error",
+        workers: int | None = None,
+        memory: str | int | None = None,
+        progress: bool = True,
+        storage_options: dict | None = None,
+    ) -> JobSummary:
+        """Write a directory of CSV files (optionally gzip/zstd/bz2), atomically."""
+        return self._write(
+            "csv",
+            path,
+            compression=compression,
+            compression_level=None,
+            partition_by=partition_by,
+            max_rows_per_file=max_rows_per_file,
+            mode=mode,
+            workers=workers,
+            memory=memory,
+            progress=progress,
+            storage_options=storage_options,
+        )
+
+    def write_json(
+        self,
+        path: str | os.PathLike,
+        *,
+        compression: str | None = None,
+        partition_by: str | Sequence[str] | None = None,
+        max_rows_per_file: int | None = None,
+        mode: str = "error",
+        workers: int | None = None,
+        memory: str | int | None = None,
+        progress: bool = True,
+        storage_options: dict | None = None,
+    ) -> JobSummary:
+        """Write a directory of JSON Lines files (optionally compressed), atomically."""
+        return self._write(
+            "json",
+            path,
+            compression=compression,
+            compression_level=None,
+            partition_by=partition_by,
+            max_rows_per_file=max_rows_per_file,
+            mode=mode,
+            workers=workers,
+            memory=memory,
+            progress=progress,
+            storage_options=storage_options,
+        )
+
+    def explain(self, optimized: bool = True) -> str:
+        """Describe the plan: operators, pushed-down columns and predicates, and the stages."""
+        return explain_plan(self._plan, optimized)

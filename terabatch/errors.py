@@ -1,0 +1,63 @@
+"""Errors a user can meet, each rendered as one clear line.
+
+Every error that comes from the user's input (paths, data, expressions, functions) is a
+``TerabatchError``. The CLI prints ``str(error)`` and exits with code 2; the Python API raises it.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+
+class TerabatchError(Exception):
+    """Base class of the errors caused by input: bad paths, bad data, bad arguments."""
+
+
+class InputNotFoundError(TerabatchError, FileNotFoundError):
+    """A path, directory or glob that matches no file."""
+
+
+class InputReadError(TerabatchError):
+    """A file that cannot be read: permission denied, corrupt, not of its declared format."""
+
+
+class SchemaError(TerabatchError):
+    """Files that disagree on their schema, or an expression naming a column that does not exist."""
+
+
+class BadRowError(TerabatchError):
+    """A row that does not parse as the schema says (file, line and reason)."""
+
+
+class UserFunctionError(TerabatchError):
+    """A user function passed to ``map_batches`` raised.
+
+    ``traceback_text`` holds the user's traceback, formatted in the worker process.
+    """
+
+    def __init__(self, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.traceback_text))
+
+
+class OutputExistsError(TerabatchError, FileExistsError):
+    """The output directory already holds files and ``mode="overwrite"`` was not given."""
+
+
+class MemoryBudgetError(TerabatchError):
+    """The plan cannot run within the memory budget."""
+
+
+def suggest(name: str, candidates: list[str]) -> str:
+    """Return a "did you mean" hint for a misspelt name, or an empty string.
+
+    >>> suggest("stauts", ["status", "user", "bytes"])
+    " (did you mean 'status'?)"
+    """
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

@@ -1,0 +1,1 @@
+"""Executors run tasks; the task runtime turns one task into a result."""

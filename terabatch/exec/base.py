@@ -1,0 +1,108 @@
+"""The executor contract and the one scheduling loop every executor shares.
+
+An executor only knows how to ``submit`` a function call and how to start afresh when its
+workers died. Ordering, the bounded window of tasks in flight, holding back under memory
+pressure, retries and progress live here, once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Protocol
+
+from terabatch.errors import TerabatchError, UserFunctionError
+from terabatch.exec.runtime import TaskFailure, TaskResult, run_task
+from terabatch.plan.stages import Task
+
+
+class Executor(Protocol):
+    """Runs function calls somewhere: worker processes, a cluster."""
+
+    workers: int
+
+    def submit(self, fn: Callable, *args: object) -> Future: ...
+
+    def close(self) -> None: ...
+
+
+class WorkerDied(Exception):
+    """The worker process running a call exited before answering."""
+
+
+class JobFailed(TerabatchError):
+    """A task kept failing; carries the last traceback from the worker."""
+
+    def __init__(self, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.traceback_text))
+
+
+def iter_results(
+    executor: Executor,
+    tasks: tuple[Task, ...],
+    *,
+    dirs: Callable[[Task], tuple[str | None, str | None]],
+    on_result: Callable[[TaskResult], None],
+    max_in_flight: int,
+    memory_pressure: Callable[[], bool] = lambda: False,
+    max_retries: int = 3,
+) -> Iterator[TaskResult]:
+    """Run tasks and yield their results in task order.
+
+    At most ``max_in_flight`` tasks run or wait finished-but-unyielded at once, which bounds the
+    memory of results held for ordering. While ``memory_pressure()`` is true no new task starts
+    unless nothing is running.
+    """
+    pending = list(reversed(tasks))
+    running: dict[Future, Task] = {}
+    attempts: dict[int, int] = {}
+    done: dict[int, TaskResult] = {}
+    next_id = tasks[0].task_id if tasks else 0
+
+    def submit(task: Task) -> None:
+        attempt_dir, task_dir = dirs(task)
+        running[executor.submit(run_task, task, attempt_dir, task_dir)] = task
+
+    try:
+        while pending or running or done:
+            while (
+                pending
+                and len(running) + len(done) < max_in_flight
+                and (not running or not memory_pressure())
+            ):
+                submit(pending.pop())
+            if running:
+                finished, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+            else:
+                finished = set()
+                if pending and not done:
+                    time.sleep(0.05)
+            for future in finished:
+                task = running.pop(future)
+                try:
+                    result = future.result()
+                except (TerabatchError, UserFunctionError):
+                    raise
+                except (TaskFailure, WorkerDied, OSError, MemoryError) as exc:
+                    attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
+                    if attempts[task.task_id] > max_retries:
+                        raise JobFailed(
+                            f"task {task.task_id} failed {attempts[task.task_id]} times, on "
+                            f"{task.describe()}: {exc}",
+                            getattr(exc, "traceback_text", ""),
+                        ) from None
+                    pending.append(task)
+                    continue
+                on_result(result)
+                done[result.task_id] = result
+            while next_id in done:
+                yield done.pop(next_id)
+                next_id += 1
+    finally:
+        for future in running:
+            future.cancel()

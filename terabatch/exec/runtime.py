@@ -1,0 +1,199 @@
+"""Run one task inside a worker: read the split, apply the fused operators, write the sink.
+
+This is the only code that touches data. It runs the same way under every executor; a task
+that succeeds has its output renamed from its attempt directory into its task directory, so a
+retried or duplicated attempt never leaves a mix of files.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import posixpath
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+import pyarrow as pa
+from fsspec.core import url_to_fs
+
+from terabatch.errors import TerabatchError
+from terabatch.io.sinks import CollectSink, CountSink, FileSink, FileWriter, SpillSink, WrittenFile
+from terabatch.io.sources import Batch
+from terabatch.ops.narrow import compile_ops
+from terabatch.plan.stages import Task
+from terabatch.run.memory import process_rss
+
+
+@dataclass
+class TaskResult:
+    """What a task reports back to the driver."""
+
+    task_id: int
+    rows_in: int = 0
+    rows_out: int = 0
+    bytes_in: int = 0
+    files: tuple[WrittenFile, ...] = ()
+    frame: pl.DataFrame | None = None
+    spill_path: str | None = None
+    peak_rss: int = 0
+    row_groups: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class TaskFailure(Exception):
+    """An unexpected error inside a task, carrying the worker's traceback as text."""
+
+    def __init__(self, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.traceback_text))
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.rows = 0
+
+
+def _count(batches: Iterator[Batch], counter: _Counter) -> Iterator[Batch]:
+    for batch in batches:
+        counter.rows += batch.frame.height
+        yield batch
+
+
+def _limit(batches: Iterator[Batch], n: int) -> Iterator[Batch]:
+    taken = 0
+    for batch in batches:
+        if taken >= n:
+            return
+        frame = batch.frame.head(n - taken)
+        taken += frame.height
+        yield Batch(frame, batch.origin)
+        if taken >= n:
+            return
+
+
+def _relieve_memory(task: Task, result: TaskResult) -> None:
+    rss = process_rss()
+    result.peak_rss = max(result.peak_rss, rss)
+    if task.memory_limit is not None and rss > task.memory_limit:
+        gc.collect()
+        pa.default_memory_pool().release_unused()
+
+
+def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
+    result = TaskResult(task.task_id, bytes_in=task.split.nbytes)
+    result.row_groups = len(getattr(task.split, "row_groups", ()))
+    counter = _Counter()
+    columns = list(task.columns) if task.columns is not None else None
+    batches = _count(task.source.read(task.split, columns, task.chunk_bytes), counter)
+    out = compile_ops(list(task.ops))(batches)
+    if task.limit is not None:
+        out = _limit(out, task.limit)
+    sink = task.sink
+    if isinstance(sink, FileSink):
+        assert attempt_dir is not None
+        writer = FileWriter(sink, attempt_dir, task.task_id)
+        try:
+            for batch in out:
+                writer.write(batch.frame)
+                result.rows_out += batch.frame.height
+                _relieve_memory(task, result)
+        except BaseException:
+            writer.abort()
+            raise
+        result.files = tuple(writer.close())
+    elif isinstance(sink, CollectSink):
+        frames = []
+        for batch in out:
+            frames.append(batch.frame)
+            result.rows_out += batch.frame.height
+        result.frame = pl.concat(frames, how="vertical_relaxed") if frames else None
+    elif isinstance(sink, SpillSink):
+        assert attempt_dir is not None
+        result.spill_path = _spill(out, attempt_dir, sink, result, task)
+    elif isinstance(sink, CountSink):
+        for batch in out:
+            result.rows_out += batch.frame.height
+    result.rows_in = counter.rows
+    result.peak_rss = max(result.peak_rss, process_rss())
+    return result
+
+
+def _spill(
+    out: Iterator[Batch], attempt_dir: str, sink: SpillSink, result: TaskResult, task: Task
+) -> str | None:
+    fs, root = url_to_fs(attempt_dir, **(sink.storage_options or {}))
+    fs.makedirs(root, exist_ok=True)
+    path = posixpath.join(root, "spill.arrow")
+    writer = None
+    with fs.open(path, "wb") as handle:
+        for batch in out:
+            table = batch.frame.to_arrow()
+            if writer is None:
+                writer = pa.ipc.new_file(handle, table.schema)
+            writer.write_table(
+                table.cast(writer.schema) if table.schema != writer.schema else table
+            )
+            result.rows_out += batch.frame.height
+            _relieve_memory(task, result)
+        if writer is not None:
+            writer.close()
+    return path if writer is not None else None
+
+
+def _promote(attempt_dir: str, task_dir: str, storage_options: dict) -> None:
+    fs, attempt = url_to_fs(attempt_dir, **storage_options)
+    _, final = url_to_fs(task_dir, **storage_options)
+    if not fs.exists(attempt):
+        fs.makedirs(final, exist_ok=True)
+        return
+    if fs.exists(final):
+        fs.rm(final, recursive=True)
+    fs.mv(attempt, final, recursive=True)
+
+
+def run_task(task: Task, attempt_dir: str | None, task_dir: str | None) -> TaskResult:
+    """Run a task; errors caused by the input come back as ``TerabatchError``."""
+    storage = getattr(task.sink, "storage_options", None) or {}
+    try:
+        result = _execute(task, attempt_dir)
+        if attempt_dir is not None and task_dir is not None:
+            _promote(attempt_dir, task_dir, storage)
+            if result.spill_path is not None:
+                result.spill_path = f"{task_dir.rstrip('/')}/spill.arrow"
+        return result
+    except TerabatchError:
+        _discard(attempt_dir, storage)
+        raise
+    except pl.exceptions.PolarsError as exc:
+        _discard(attempt_dir, storage)
+        first = str(exc).strip().splitlines()[0]
+        raise TerabatchError(f"{task.describe()}: {first}") from None
+    except Exception as exc:
+        _discard(attempt_dir, storage)
+        raise TaskFailure(
+            f"task {task.task_id} ({task.describe()}) failed: {type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+        ) from None
+
+
+def _discard(attempt_dir: str | None, storage_options: dict) -> None:
+    if attempt_dir is None:
+        return
+    try:
+        fs, path = url_to_fs(attempt_dir, **storage_options)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception:
+        pass
+
+
+def configure_worker() -> None:
+    """Run once per worker process: one thread per library, so workers never oversubscribe."""
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(2)

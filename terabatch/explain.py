@@ -1,0 +1,77 @@
+"""Plans as text: what ``Dataset.explain()`` prints, and what plan tests compare against."""
+
+from __future__ import annotations
+
+from terabatch.plan.nodes import (
+    Drop,
+    Filter,
+    Head,
+    MapBatches,
+    Node,
+    Rename,
+    Scan,
+    Select,
+    WithColumns,
+    lineage,
+)
+from terabatch.plan.optimize import optimize
+from terabatch.run.memory import format_size
+
+
+def _exprs(exprs) -> str:
+    return ", ".join(str(e) for e in exprs)
+
+
+def describe_node(node: Node) -> str:
+    """One line for one node."""
+    if isinstance(node, Scan):
+        source = node.source
+        size = sum(f.size for f in source.files)
+        text = f"scan {source.format}: {len(source.files)} file(s), {format_size(size)}"
+        columns = "*" if node.columns is None else ", ".join(node.columns)
+        text += f"; columns [{columns}]"
+        if node.predicate is not None and source.format == "parquet":
+            text += f"; row groups pruned by {node.predicate}"
+        return text
+    if isinstance(node, Filter):
+        return f"filter {node.predicate}"
+    if isinstance(node, WithColumns):
+        return f"with_columns {_exprs(node.exprs)}"
+    if isinstance(node, Select):
+        return f"select {_exprs(node.exprs)}"
+    if isinstance(node, Drop):
+        return f"drop {', '.join(node.columns)}"
+    if isinstance(node, Rename):
+        return "rename " + ", ".join(f"{a} -> {b}" for a, b in node.mapping)
+    if isinstance(node, MapBatches):
+        size = f", batch_size={node.batch_size}" if node.batch_size else ""
+        return f"map_batches {node.name}{size}"
+    if isinstance(node, Head):
+        return f"head {node.n}"
+    raise TypeError(type(node).__name__)
+
+
+def explain_plan(plan: Node, optimized: bool = True) -> str:
+    """Render a plan, bottom (the scan) first, then the stages it runs as.
+
+    >>> import tempfile, pathlib, polars as pl, terabatch as tb
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = path.write_text("a,b\\n1,2\\n")
+    >>> print(tb.read_csv(path).filter(pl.col("a") > 0).select("b").explain())
+    scan csv: 1 file(s), 8 B; columns [a, b]
+      filter [(col("a")) > (dyn int: 0)]
+      select col("b")
+    stage 1: streaming, no shuffle; operators fused into each task
+    """
+    if optimized:
+        plan = optimize(plan)
+    scan, ops = lineage(plan)
+    lines = [describe_node(scan)]
+    lines += ["  " + describe_node(op) for op in ops]
+    if optimized:
+        heads = [op for op in ops if isinstance(op, Head)]
+        stage = "stage 1: streaming, no shuffle; operators fused into each task"
+        if heads:
+            stage += f"; the driver keeps the first {heads[0].n} rows in input order"
+        lines.append(stage)
+    return "\n".join(lines)

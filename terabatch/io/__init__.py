@@ -1,0 +1,1 @@
+"""Storage and formats: file discovery, splitting, readers, sinks and output commit."""

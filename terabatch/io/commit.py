@@ -1,0 +1,105 @@
+"""Atomic output directories.
+
+Tasks write under ``<out>/_temporary/<job>/task-<id>/``: a task attempt writes to its own
+directory and renames it into place when it succeeds, so a retried task never mixes files with a
+failed attempt. When every task has succeeded the driver moves the files into ``<out>`` and writes
+``_SUCCESS`` last, with the list of files, rows and bytes. A failed job removes its staging
+directory: nothing that looks like output is left behind. Readers skip names starting with ``_``.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from collections.abc import Iterable
+
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from terabatch.errors import OutputExistsError, TerabatchError
+from terabatch.io.sinks import WrittenFile
+
+STAGING = "_temporary"
+SUCCESS = "_SUCCESS"
+
+
+class OutputCommit:
+    """The staging area and final commit of one job writing to ``out``."""
+
+    def __init__(self, out: str, mode: str, storage_options: dict, job_id: str) -> None:
+        if mode not in ("error", "overwrite"):
+            raise TerabatchError(f"mode must be 'error' or 'overwrite', not {mode!r}")
+        self.out, self.mode, self.job_id = out.rstrip("/"), mode, job_id
+        self.fs, self.root = url_to_fs(self.out, **storage_options)
+        self.staging = posixpath.join(self.root, STAGING, job_id)
+
+    def _existing_output(self) -> list[str]:
+        if not self.fs.exists(self.root):
+            return []
+        if not self.fs.isdir(self.root):
+            raise OutputExistsError(f"output path {self.out!r} is a file, not a directory")
+        return [p for p in self.fs.ls(self.root, detail=False) if posixpath.basename(p) != STAGING]
+
+    def prepare(self) -> None:
+        """Check the output directory and create the staging area."""
+        existing = self._existing_output()
+        if existing and self.mode == "error":
+            raise OutputExistsError(
+                f"output directory {self.out!r} already holds {len(existing)} entries; "
+                "pass mode='overwrite' (CLI: --overwrite) to replace them, or choose another path"
+            )
+        self.fs.makedirs(self.staging, exist_ok=True)
+
+    def attempt_dir(self, task_id: int) -> str:
+        """A fresh directory for one attempt at a task."""
+        return self._url(
+            posixpath.join(self.staging, f"attempt-{task_id:05d}-{uuid.uuid4().hex[:8]}")
+        )
+
+    def task_dir(self, task_id: int) -> str:
+        return self._url(posixpath.join(self.staging, f"task-{task_id:05d}"))
+
+    def _url(self, path: str) -> str:
+        return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
+
+    def commit(self, files: Iterable[tuple[int, WrittenFile]], manifest: dict) -> list[WrittenFile]:
+        """Move every task's files into the output directory and write ``_SUCCESS`` last."""
+        if self.mode == "overwrite":
+            for path in self._existing_output():
+                self.fs.rm(path, recursive=True)
+        final: list[WrittenFile] = []
+        for task_id, written in files:
+            source = posixpath.join(self.staging, f"task-{task_id:05d}", written.path)
+            target = posixpath.join(self.root, written.path)
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            self.fs.mv(source, target)
+            final.append(written)
+        final.sort(key=lambda w: w.path)
+        manifest = {
+            **manifest,
+            "files": [{"path": w.path, "rows": w.rows, "bytes": w.bytes} for w in final],
+            "rows": sum(w.rows for w in final),
+            "bytes": sum(w.bytes for w in final),
+        }
+        with self.fs.open(posixpath.join(self.root, SUCCESS), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        self._remove_staging()
+        return final
+
+    def abort(self) -> None:
+        """Remove everything this job staged."""
+        self._remove_staging()
+
+    def _remove_staging(self) -> None:
+        if self.fs.exists(self.staging):
+            self.fs.rm(self.staging, recursive=True)
+        parent = posixpath.join(self.root, STAGING)
+        if self.fs.exists(parent) and not self.fs.ls(parent, detail=False):
+            self.fs.rmdir(parent)
+        if self.fs.exists(self.root) and not self.fs.ls(self.root, detail=False):
+            self.fs.rmdir(self.root)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,148 @@
+"""Find the input files of a read: paths, directories, globs and lists, local or any fsspec URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from terabatch.errors import InputNotFoundError, InputReadError
+
+COMPRESSION_BY_SUFFIX = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+    ".bz2": "bz2",
+}
+
+FORMAT_SUFFIXES = {
+    "csv": (".csv", ".tsv", ".txt"),
+    "json": (".jsonl", ".ndjson", ".json"),
+    "parquet": (".parquet", ".pq"),
+}
+
+GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One input file: where it is, how big it is, when it changed, how it is compressed."""
+
+    path: str
+    size: int
+    mtime: float
+    compression: str | None
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def compression_of(path: str) -> str | None:
+    """Return the compression a file name's suffix declares, or None.
+
+    >>> compression_of("logs/day.csv.gz"), compression_of("a.jsonl")
+    ('gzip', None)
+    """
+    lower = path.lower()
+    for suffix, codec in COMPRESSION_BY_SUFFIX.items():
+        if lower.endswith(suffix):
+            return codec
+    return None
+
+
+def _is_hidden(relative: str) -> bool:
+    # Files under "_" or "." names are bookkeeping (_SUCCESS, _quarantine, .terabatch): never data.
+    return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
+
+
+def _matches_format(path: str, fmt: str) -> bool:
+    name = path.lower()
+    codec = compression_of(name)
+    if codec:
+        name = name[: name.rfind(".")]
+    return name.endswith(FORMAT_SUFFIXES[fmt])
+
+
+def _info(fs: fsspec.AbstractFileSystem, path: str, detail: dict | None = None) -> FileInfo:
+    detail = detail or fs.info(path)
+    mtime = detail.get("mtime") or detail.get("LastModified") or detail.get("created") or 0
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    return FileInfo(full, int(detail.get("size") or 0), float(mtime), compression_of(path))
+
+
+def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
+    spec = os.fspath(spec)
+    fs, root = url_to_fs(spec, **storage_options)
+    try:
+        if any(ch in spec for ch in GLOB_CHARS):
+            found = fs.glob(root, detail=True)
+            files = [
+                _info(fs, p, d)
+                for p, d in sorted(found.items())
+                if d.get("type") != "directory" and not _is_hidden(p.rsplit("/", 1)[-1])
+            ]
+            if not files:
+                raise InputNotFoundError(
+                    f"no file matches {spec!r}: check the pattern and the path"
+                )
+            return files
+        if not fs.exists(root):
+            raise InputNotFoundError(f"path not found: {spec!r}")
+        if fs.isdir(root):
+            found = fs.find(root, detail=True)
+            base = root.rstrip("/")
+            files = [
+                _info(fs, p, d)
+                for p, d in sorted(found.items())
+                if not _is_hidden(p[len(base) :]) and _matches_format(p, fmt)
+            ]
+            if not files:
+                raise InputNotFoundError(
+                    f"directory {spec!r} holds no {fmt} file "
+                    f"(looked for {', '.join(FORMAT_SUFFIXES[fmt])}, optionally compressed)"
+                )
+            return files
+        return [_info(fs, root)]
+    except PermissionError as exc:
+        raise InputReadError(f"{spec}: permission denied ({exc.strerror or exc})") from None
+
+
+def discover(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], fmt: str, storage_options: dict
+) -> tuple[FileInfo, ...]:
+    """Expand paths, directories and globs into a sorted, de-duplicated tuple of files.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "b.csv").write_text("x\\n1\\n"); _ = (d / "a.csv").write_text("x\\n2\\n")
+    >>> [f.name for f in discover(str(d / "*.csv"), "csv", {})]
+    ['a.csv', 'b.csv']
+    """
+    specs = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not specs:
+        raise InputNotFoundError("no input path given")
+    seen: dict[str, FileInfo] = {}
+    for spec in specs:
+        for info in _expand_one(os.fspath(spec), fmt, storage_options):
+            seen.setdefault(info.path, info)
+    return tuple(seen.values())
+
+
+def open_binary(path: str, storage_options: dict):
+    """Open a file for binary reading through fsspec, turning OS errors into one-line errors."""
+    try:
+        return fsspec.open(path, "rb", **storage_options).open()
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: file disappeared during the run") from None
+    except PermissionError:
+        raise InputReadError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise InputReadError(f"{path}: is a directory, not a file") from None

@@ -1,0 +1,126 @@
+"""JSON Lines: schema inference on the driver, chunked parsing inside tasks.
+
+A newline inside a JSON string must be escaped, so every raw newline ends a record and splits
+never need to track quotes. The fast path parses a whole chunk with Polars; on any error a slow
+path parses line by line with the standard library to name the bad line and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import polars as pl
+
+from terabatch.errors import BadRowError, InputReadError
+from terabatch.io.files import FileInfo
+from terabatch.io.splits import last_record_end
+from terabatch.io.text import Chunk, TextSplit, iter_chunks, line_of, read_prefix, strip_bom
+
+
+def data_start(file: FileInfo, storage_options: dict) -> int:
+    """Byte offset of the first record: after a UTF-8 byte order mark, if any."""
+    return strip_bom(read_prefix(file, storage_options, 3))[1]
+
+
+def infer_schema(file: FileInfo, storage_options: dict, start: int, nbytes: int) -> pl.Schema:
+    """Infer the schema from the first records of a file."""
+    prefix = read_prefix(file, storage_options, start + nbytes)[start:]
+    if not prefix.strip():
+        raise InputReadError(f"{file.path}: file is empty (no JSON record)")
+    if len(prefix) >= nbytes:
+        cut = last_record_end(prefix, quoted=False)
+        prefix = prefix[:cut] if cut > 0 else prefix
+    try:
+        return pl.read_ndjson(prefix, infer_schema_length=None).schema
+    except pl.exceptions.PolarsError:
+        _diagnose(
+            prefix,
+            pl.Schema(),
+            lambda offset, reason, raw: _raise_at(file, prefix, offset, reason, raw),
+        )
+        raise InputReadError(f"{file.path}: does not look like JSON Lines") from None
+
+
+def _raise_at(file: FileInfo, data: bytes, offset: int, reason: str, raw: str) -> None:
+    line = data.count(b"\n", 0, offset) + 1
+    raise BadRowError(f"{file.path}: line {line}: {reason}: {_shorten(raw)!r}")
+
+
+def _shorten(raw: str) -> str:
+    return raw if len(raw) <= 80 else raw[:77] + "..."
+
+
+_PY_TYPES = {
+    pl.Int8: int,
+    pl.Int16: int,
+    pl.Int32: int,
+    pl.Int64: int,
+    pl.UInt8: int,
+    pl.UInt16: int,
+    pl.UInt32: int,
+    pl.UInt64: int,
+    pl.Float32: (int, float),
+    pl.Float64: (int, float),
+    pl.String: str,
+    pl.Boolean: bool,
+}
+
+
+def _type_problem(value: object, dtype: pl.DataType) -> bool:
+    expected = _PY_TYPES.get(dtype.base_type())
+    if expected is None or value is None:
+        return False
+    if isinstance(value, bool) and dtype != pl.Boolean:
+        return True
+    return not isinstance(value, expected)
+
+
+def _diagnose(data: bytes, schema: pl.Schema, fail) -> None:
+    """Call ``fail(offset, reason, raw)`` for the first line that is not a valid record."""
+    offset = 0
+    for raw_line in data.split(b"\n"):
+        here, offset = offset, offset + len(raw_line) + 1
+        if not raw_line.strip():
+            continue
+        try:
+            text = raw_line.decode("utf-8")
+        except UnicodeDecodeError:
+            fail(here, "invalid UTF-8", raw_line.decode("utf-8", "replace"))
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            fail(here, f"invalid JSON ({exc.msg} at column {exc.colno})", text)
+        if not isinstance(record, dict):
+            fail(here, f"expected a JSON object, found {type(record).__name__}", text)
+        for name, dtype in schema.items():
+            if _type_problem(record.get(name), dtype):
+                fail(here, f"field {name!r}: {record[name]!r} is not a valid {dtype}", text)
+
+
+def read_split(
+    split: TextSplit,
+    storage_options: dict,
+    schema: pl.Schema,
+    columns: list[str] | None,
+    chunk_bytes: int,
+) -> Iterator[tuple[pl.DataFrame, Chunk]]:
+    """Parse a split chunk by chunk; raise ``BadRowError`` naming the file and line of a bad row."""
+    wanted = (
+        list(schema.names())
+        if columns is None
+        else [n for n in schema.names() if n in set(columns)]
+    )
+    for chunk in iter_chunks(split, storage_options, chunk_bytes, quoted=False):
+        try:
+            frame = pl.read_ndjson(chunk.data, schema=schema)
+        except pl.exceptions.PolarsError as exc:
+
+            def fail(offset: int, reason: str, raw: str, chunk: Chunk = chunk) -> None:
+                line = line_of(split, storage_options, chunk, offset)
+                raise BadRowError(f"{split.file.path}: line {line}: {reason}: {_shorten(raw)!r}")
+
+            _diagnose(chunk.data, schema, fail)
+            first = str(exc).strip().splitlines()[0]
+            raise BadRowError(f"{split.describe()}: cannot parse JSON Lines ({first})") from None
+        yield frame.select(wanted), chunk

@@ -1,0 +1,186 @@
+"""Parquet: footers and statistics on the driver, row-group reads inside tasks.
+
+A split is a run of row groups of one file. Row groups whose statistics rule out the pushed-down
+predicate are dropped when splits are planned, so they are never read. Hive-style directories
+(``day=2026-01-01/part-0.parquet``) add their keys as columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from terabatch.errors import InputReadError, SchemaError
+from terabatch.io.files import FileInfo, open_binary
+from terabatch.io.stats_pruning import ColumnStats, may_match
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+@dataclass(frozen=True)
+class ParquetSplit:
+    """Row groups ``row_groups`` of ``file``; ``hive`` holds the values of its directory keys."""
+
+    file: FileInfo
+    row_groups: tuple[int, ...]
+    nbytes: int
+    rows: int
+    hive: tuple[tuple[str, str | None], ...] = ()
+
+    def describe(self) -> str:
+        groups = self.row_groups
+        span = (
+            f"row group {groups[0]}" if len(groups) == 1 else f"row groups {groups[0]}-{groups[-1]}"
+        )
+        return f"{self.file.path} ({span})"
+
+
+def hive_values(path: str) -> tuple[tuple[str, str | None], ...]:
+    """The ``key=value`` directory parts of a path.
+
+    >>> hive_values("out/day=2026-01-01/kind=a%2Fb/part-0.parquet")
+    (('day', '2026-01-01'), ('kind', 'a/b'))
+    """
+    parts = path.replace("\\", "/").split("/")[:-1]
+    found = []
+    for part in parts:
+        if "=" in part and not part.startswith("="):
+            key, value = part.split("=", 1)
+            found.append((key, None if value == HIVE_NULL else unquote(value)))
+    return tuple(found)
+
+
+def _hive_dtype(values: list[str | None]) -> pl.DataType:
+    present = [v for v in values if v is not None]
+    if present and all(v.lstrip("-").isdigit() for v in present):
+        return pl.Int64
+    return pl.String
+
+
+def read_metadata(file: FileInfo, storage_options: dict) -> pq.FileMetaData:
+    """The footer of a Parquet file, with a one-line error if it is not one."""
+    try:
+        with open_binary(file.path, storage_options) as f:
+            return pq.ParquetFile(f).metadata
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if isinstance(exc, InputReadError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputReadError(f"{file.path}: not a valid Parquet file ({first})") from None
+
+
+def file_schema(meta: pq.FileMetaData) -> pl.Schema:
+    return pl.from_arrow(meta.schema.to_arrow_schema().empty_table()).schema
+
+
+def dataset_schema(
+    files: tuple[FileInfo, ...], metas: list[pq.FileMetaData]
+) -> tuple[pl.Schema, dict[str, pl.DataType]]:
+    """Check every file against the first; return the common schema and the hive key types."""
+    first = file_schema(metas[0])
+    for file, meta in zip(files[1:], metas[1:], strict=True):
+        other = file_schema(meta)
+        for name, dtype in first.items():
+            if name not in other:
+                raise SchemaError(
+                    f"{file.path}: schema differs from {files[0].path}: lacks column {name!r}"
+                )
+            if other[name] != dtype:
+                raise SchemaError(
+                    f"{file.path}: schema differs from {files[0].path}: column {name!r} is "
+                    f"{other[name]}, not {dtype}"
+                )
+        extra = [n for n in other if n not in first]
+        if extra:
+            raise SchemaError(
+                f"{file.path}: schema differs from {files[0].path}: has an extra column {extra[0]!r}"
+            )
+    keys: dict[str, list[str | None]] = {}
+    for file in files:
+        for key, value in hive_values(file.path):
+            keys.setdefault(key, []).append(value)
+    hive = {k: _hive_dtype(v) for k, v in keys.items() if k not in first}
+    return first, hive
+
+
+def _stats(meta: pq.FileMetaData, group: int, hive: dict[str, object]) -> dict[str, ColumnStats]:
+    rg = meta.row_group(group)
+    found: dict[str, ColumnStats] = {}
+    for i in range(rg.num_columns):
+        col = rg.column(i)
+        st = col.statistics
+        if st is None or not st.has_min_max:
+            continue
+        found[col.path_in_schema] = ColumnStats(st.min, st.max, st.null_count, rg.num_rows)
+    for key, value in hive.items():
+        found[key] = ColumnStats(value, value, int(value is None) * rg.num_rows, rg.num_rows)
+    return found
+
+
+def plan_splits(
+    file: FileInfo,
+    meta: pq.FileMetaData,
+    hive_types: dict[str, pl.DataType],
+    target_bytes: int,
+    predicate_tree: dict | None,
+) -> list[ParquetSplit]:
+    """Group a file's row groups into splits of about ``target_bytes``, skipping pruned ones."""
+    hive = tuple((k, v) for k, v in hive_values(file.path) if k in hive_types)
+    typed = {k: (int(v) if v is not None and hive_types[k] == pl.Int64 else v) for k, v in hive}
+    splits: list[ParquetSplit] = []
+    groups: list[int] = []
+    size = rows = 0
+    for g in range(meta.num_row_groups):
+        if predicate_tree is not None and not may_match(predicate_tree, _stats(meta, g, typed)):
+            continue
+        groups.append(g)
+        size += meta.row_group(g).total_byte_size
+        rows += meta.row_group(g).num_rows
+        if size >= target_bytes:
+            splits.append(ParquetSplit(file, tuple(groups), size, rows, hive))
+            groups, size, rows = [], 0, 0
+    if groups:
+        splits.append(ParquetSplit(file, tuple(groups), size, rows, hive))
+    return splits
+
+
+def read_split(
+    split: ParquetSplit,
+    storage_options: dict,
+    schema: pl.Schema,
+    columns: list[str] | None,
+    batch_rows: int,
+) -> Iterator[pl.DataFrame]:
+    """Read the split's row groups in batches of at most ``batch_rows`` rows."""
+    hive_names = {k for k, _ in split.hive}
+    wanted = (
+        list(schema.names()) if columns is None else [n for n in schema.names() if n in columns]
+    )
+    file_columns = [n for n in wanted if n not in hive_names]
+    try:
+        with open_binary(split.file.path, storage_options) as f:
+            reader = pq.ParquetFile(f)
+            for batch in reader.iter_batches(
+                batch_size=batch_rows,
+                row_groups=list(split.row_groups),
+                columns=file_columns,
+                use_threads=False,
+            ):
+                frame = pl.from_arrow(pa.Table.from_batches([batch]))
+                if split.hive:
+                    frame = frame.with_columns(
+                        pl.lit(v, dtype=pl.String).cast(schema[k]).alias(k)
+                        for k, v in split.hive
+                        if k in wanted
+                    )
+                yield frame.select(wanted)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if isinstance(exc, InputReadError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputReadError(f"{split.describe()}: cannot read Parquet data ({first})") from None

@@ -1,0 +1,135 @@
+"""Line-oriented inputs (CSV, JSON Lines): opening, decompression, splits and record chunks.
+
+Both formats read a split as a sequence of chunks of whole records, parse each chunk in one
+call, and only on a problem fall back to a slow path that names the exact line. This module owns
+everything the two formats share: where a split starts, how lines are counted for messages.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+
+from terabatch.errors import InputReadError
+from terabatch.io.files import FileInfo, open_binary
+from terabatch.io.splits import iter_record_chunks, plan_ranges
+
+PYARROW_CODEC = {"gzip": "gzip", "zstd": "zstd", "bz2": "bz2"}
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """A byte range ``[start, end)`` of a file's records; ``end`` is None for a compressed file."""
+
+    file: FileInfo
+    start: int
+    end: int | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.file.size if self.end is None else self.end - self.start
+
+    def describe(self) -> str:
+        if self.end is None or (self.start <= 0 and self.end >= self.file.size):
+            return self.file.path
+        return f"{self.file.path} (bytes {self.start}-{self.end})"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Whole records read from a split, and the offset of its first byte in the split."""
+
+    data: bytes
+    offset: int
+
+
+def open_text(file: FileInfo, storage_options: dict) -> BinaryIO:
+    """Open a file for reading, decompressing by its suffix."""
+    raw = open_binary(file.path, storage_options)
+    if file.compression is None:
+        return raw
+    return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), PYARROW_CODEC[file.compression])
+
+
+def read_prefix(file: FileInfo, storage_options: dict, nbytes: int) -> bytes:
+    """Read the first ``nbytes`` (decompressed) bytes of a file, with a one-line error on failure."""
+    with open_text(file, storage_options) as f:
+        try:
+            return f.read(nbytes)
+        except OSError as exc:
+            raise InputReadError(f"{file.path}: cannot read ({_reason(exc, file)})") from None
+
+
+def _reason(exc: BaseException, file: FileInfo) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if file.compression:
+        return f"corrupt or truncated {file.compression} stream: {text}"
+    return text
+
+
+def strip_bom(data: bytes) -> tuple[bytes, int]:
+    """Remove a UTF-8 byte order mark, returning the data and how many bytes were removed."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+    return data, 0
+
+
+def plan_splits(
+    file: FileInfo, storage_options: dict, data_start: int, target_bytes: int, quoted: bool
+) -> list[TextSplit]:
+    """Cut one file into splits; a compressed file is one split, as it cannot be entered midway."""
+    if file.compression is not None:
+        return [TextSplit(file, data_start, None)]
+    with open_binary(file.path, storage_options) as f:
+        ranges = plan_ranges(f, file.size, data_start, target_bytes, quoted)
+    return [TextSplit(file, start, end) for start, end in ranges]
+
+
+def iter_chunks(
+    split: TextSplit, storage_options: dict, chunk_bytes: int, quoted: bool
+) -> Iterator[Chunk]:
+    """Yield the split's records in chunks; line numbers are only counted when asked for."""
+    with open_text(split.file, storage_options) as f:
+        try:
+            if split.end is None:
+                _skip(f, split.start)
+            else:
+                f.seek(split.start)
+            length = None if split.end is None else split.end - split.start
+            offset = 0
+            for data in iter_record_chunks(f, length, chunk_bytes, quoted):
+                yield Chunk(data, offset)
+                offset += len(data)
+        except OSError as exc:
+            raise InputReadError(
+                f"{split.file.path}: cannot read ({_reason(exc, split.file)})"
+            ) from None
+
+
+def _skip(f: BinaryIO, nbytes: int) -> None:
+    while nbytes > 0:
+        got = f.read(min(nbytes, 1 << 20))
+        if not got:
+            return
+        nbytes -= len(got)
+
+
+def line_of(split: TextSplit, storage_options: dict, chunk: Chunk, offset_in_chunk: int) -> int:
+    """The 1-based line number, in the whole file, of a byte inside a chunk of a split.
+
+    Counting means reading the file up to that byte, so it only happens for error messages.
+    """
+    remaining = split.start + chunk.offset + offset_in_chunk
+    newlines = 0
+    with open_text(split.file, storage_options) as f:
+        while remaining > 0:
+            block = f.read(min(remaining, 8 << 20))
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            remaining -= len(block)
+    return newlines + 1

@@ -1,0 +1,1 @@
+"""Operators that run inside a task, batch by batch."""

@@ -1,0 +1,121 @@
+"""Narrow operators, fused: consecutive Polars operators run as one lazy query per batch.
+
+``map_batches`` functions run between those queries, on batches re-cut to ``batch_size`` rows
+when the user asked for a size. A function that raises is reported with its name, the file and
+line of the batch's first row, and the user's own traceback.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+
+import polars as pl
+
+from terabatch.errors import UserFunctionError
+from terabatch.io.sources import Batch
+from terabatch.plan.nodes import Drop, Filter, MapBatches, Narrow, Rename, Select, WithColumns
+
+Step = Callable[[Iterator[Batch]], Iterator[Batch]]
+
+
+def _polars_step(ops: list[Narrow]) -> Step:
+    def apply(frame: pl.DataFrame) -> pl.DataFrame:
+        lazy = frame.lazy()
+        for op in ops:
+            if isinstance(op, Filter):
+                lazy = lazy.filter(op.predicate)
+            elif isinstance(op, WithColumns):
+                lazy = lazy.with_columns(*op.exprs)
+            elif isinstance(op, Select):
+                lazy = lazy.select(*op.exprs)
+            elif isinstance(op, Drop):
+                lazy = lazy.drop(*op.columns)
+            elif isinstance(op, Rename):
+                lazy = lazy.rename(dict(op.mapping))
+        return lazy.collect()
+
+    def step(batches: Iterator[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            yield Batch(apply(batch.frame), batch.origin)
+
+    return step
+
+
+def _as_frame(result: object, name: str) -> pl.DataFrame:
+    if isinstance(result, pl.DataFrame):
+        return result
+    try:
+        import pyarrow as pa
+
+        if isinstance(result, pa.Table | pa.RecordBatch):
+            return pl.from_arrow(result)
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pass
+    if type(result).__module__.startswith("pandas"):
+        return pl.from_pandas(result)
+    raise UserFunctionError(
+        f"map_batches({name}) must return a polars DataFrame, got {type(result).__name__}"
+    )
+
+
+def rebatch(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
+    """Re-cut a stream of batches into batches of exactly ``size`` rows (the last may be short)."""
+    pending: list[pl.DataFrame] = []
+    pending_rows = 0
+    origin = None
+    for batch in batches:
+        frame = batch.frame
+        while frame.height:
+            if not pending:
+                origin = batch.origin
+            take = min(size - pending_rows, frame.height)
+            pending.append(frame.slice(0, take))
+            pending_rows += take
+            frame = frame.slice(take)
+            if pending_rows == size:
+                yield Batch(pl.concat(pending), origin)
+                pending, pending_rows = [], 0
+    if pending:
+        yield Batch(pl.concat(pending), origin)
+
+
+def _map_step(op: MapBatches) -> Step:
+    def step(batches: Iterator[Batch]) -> Iterator[Batch]:
+        source = rebatch(batches, op.batch_size) if op.batch_size else batches
+        for batch in source:
+            try:
+                result = op.fn(batch.frame)
+            except Exception as exc:
+                tb = traceback.format_exc()
+                raise UserFunctionError(
+                    f"map_batches({op.name}) raised {type(exc).__name__}: {exc} "
+                    f"(batch starting at {batch.origin()})",
+                    tb,
+                ) from None
+            yield Batch(_as_frame(result, op.name), batch.origin)
+
+    return step
+
+
+def compile_ops(ops: list[Narrow]) -> Step:
+    """Fuse a list of narrow operators (bottom first) into one streaming step."""
+    steps: list[Step] = []
+    run: list[Narrow] = []
+    for op in ops:
+        if isinstance(op, MapBatches):
+            if run:
+                steps.append(_polars_step(run))
+                run = []
+            steps.append(_map_step(op))
+        else:
+            run.append(op)
+    if run:
+        steps.append(_polars_step(run))
+
+    def pipeline(batches: Iterator[Batch]) -> Iterator[Batch]:
+        for step in steps:
+            batches = step(batches)
+        return batches
+
+    return pipeline

@@ -1,0 +1,1 @@
+"""Logical plans: nodes, optimizer rules, and the cut into stages of tasks."""

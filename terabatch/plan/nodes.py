@@ -1,0 +1,100 @@
+"""Logical plan nodes: frozen descriptions of what to compute, built by ``Dataset`` methods.
+
+Nodes hold Polars expressions, which overload ``==``; ``eq=False`` keeps dataclass equality from
+building expressions. Plans are compared through ``explain()`` text instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from terabatch.io.sources import Source
+
+
+@dataclass(frozen=True, eq=False)
+class Scan:
+    """Read a source; ``columns`` and ``predicate`` are filled in by pushdown rules."""
+
+    source: Source
+    columns: tuple[str, ...] | None = None
+    predicate: pl.Expr | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Filter:
+    child: Node
+    predicate: pl.Expr
+
+
+@dataclass(frozen=True, eq=False)
+class WithColumns:
+    child: Node
+    exprs: tuple[pl.Expr, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Select:
+    child: Node
+    exprs: tuple[pl.Expr, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Drop:
+    child: Node
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Rename:
+    child: Node
+    mapping: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class MapBatches:
+    """Run a user function ``DataFrame -> DataFrame`` on every batch."""
+
+    child: Node
+    fn: Callable[[pl.DataFrame], pl.DataFrame]
+    batch_size: int | None
+    schema: pl.Schema | None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", None) or repr(self.fn)
+
+
+@dataclass(frozen=True, eq=False)
+class Head:
+    """The first ``n`` rows, in input order."""
+
+    child: Node
+    n: int
+
+
+Node = Scan | Filter | WithColumns | Select | Drop | Rename | MapBatches | Head
+
+Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head
+
+
+def lineage(node: Node) -> tuple[Scan, list[Narrow]]:
+    """Split a linear plan into its scan and the operators above it, bottom first."""
+    ops: list[Narrow] = []
+    while not isinstance(node, Scan):
+        ops.append(node)
+        node = node.child
+    ops.reverse()
+    return node, ops
+
+
+def rebuild(scan: Scan, ops: list[Narrow]) -> Node:
+    """Stack operators (bottom first) back onto a scan."""
+    from dataclasses import replace
+
+    node: Node = scan
+    for op in ops:
+        node = replace(op, child=node)
+    return node

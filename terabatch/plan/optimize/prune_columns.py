@@ -1,0 +1,62 @@
+"""Read only the columns the plan uses: walk from the top, collecting each operator's inputs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from terabatch.plan.nodes import (
+    Drop,
+    Filter,
+    Head,
+    MapBatches,
+    Node,
+    Rename,
+    Select,
+    WithColumns,
+    lineage,
+    rebuild,
+)
+from terabatch.plan.optimize.expressions import input_columns, output_name
+
+
+def _union_inputs(exprs, needed: set[str]) -> set[str] | None:
+    for expr in exprs:
+        reads = input_columns(expr)
+        if reads is None:
+            return None
+        needed |= reads
+    return needed
+
+
+def _needed_below(op: Node, needed: set[str] | None) -> set[str] | None:
+    """Columns the input of ``op`` must provide, given what its output must provide."""
+    if isinstance(op, MapBatches):
+        return None
+    if isinstance(op, Select):
+        return _union_inputs(op.exprs, set())
+    if needed is None:
+        return None
+    if isinstance(op, WithColumns):
+        produced = {output_name(e) for e in op.exprs}
+        return _union_inputs(op.exprs, {n for n in needed if n not in produced})
+    if isinstance(op, Filter):
+        return _union_inputs([op.predicate], set(needed))
+    if isinstance(op, Rename):
+        back = {new: old for old, new in op.mapping}
+        return {back.get(n, n) for n in needed}
+    if isinstance(op, Drop | Head):
+        return set(needed)
+    raise TypeError(f"unknown operator {type(op).__name__}")
+
+
+def prune_columns(plan: Node) -> Node:
+    scan, ops = lineage(plan)
+    needed: set[str] | None = None
+    for op in reversed(ops):
+        needed = _needed_below(op, needed)
+    if needed is None:
+        return plan
+    columns = tuple(n for n in scan.source.schema.names() if n in needed)
+    if scan.columns is not None:
+        columns = tuple(n for n in columns if n in scan.columns)
+    return rebuild(replace(scan, columns=columns), ops)

@@ -1,0 +1,1 @@
+"""Running a job: memory accounting, progress, the summary, and the job driver."""

@@ -1,0 +1,271 @@
+"""The job driver: size the work from the budget, run the stage, commit, summarise.
+
+This is the only place that knows about all of plan, executor, sink and output; each of those
+knows nothing of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+import pyarrow as pa
+
+from terabatch.errors import MemoryBudgetError, UserFunctionError
+from terabatch.exec.base import Executor, JobFailed, iter_results
+from terabatch.exec.local import LocalExecutor
+from terabatch.exec.runtime import TaskResult
+from terabatch.io.commit import OutputCommit, new_job_id
+from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
+from terabatch.io.sources import Batch
+from terabatch.ops.narrow import compile_ops
+from terabatch.plan.nodes import Head, Node, lineage
+from terabatch.plan.optimize import optimize
+from terabatch.plan.schema import output_schema
+from terabatch.plan.stages import Stage, Task, plan_stage
+from terabatch.run.memory import MemoryMonitor, format_size, process_rss
+from terabatch.run.progress import ProgressReporter
+from terabatch.run.summary import JobSummary
+
+WORKER_BASELINE = 130 << 20
+MIN_CHUNK, MAX_CHUNK = 1 << 20, 32 << 20
+MIN_SPLIT, MAX_SPLIT = 8 << 20, 512 << 20
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: worker count, memory budget in bytes, progress display, retries."""
+
+    workers: int | None = None
+    memory: int | None = None
+    progress: bool = True
+    max_retries: int = 3
+
+
+@dataclass
+class Sizing:
+    workers: int
+    chunk_bytes: int
+    split_bytes: int
+    worker_memory: int | None
+
+
+def size_job(options: RunOptions, input_bytes: int) -> Sizing:
+    """Choose workers, chunk and split sizes so that the whole process tree fits the budget."""
+    workers = max(1, options.workers or os.cpu_count() or 1)
+    worker_memory = None
+    chunk = MAX_CHUNK
+    if options.memory is not None:
+        driver = process_rss()
+        while workers > 1 and (options.memory - driver) / workers < 2.5 * WORKER_BASELINE:
+            workers -= 1
+        worker_memory = int((options.memory - driver) / workers)
+        data_room = worker_memory - WORKER_BASELINE
+        if data_room < 8 * MIN_CHUNK:
+            raise MemoryBudgetError(
+                f"memory budget {format_size(options.memory)} is too small: the driver uses "
+                f"{format_size(driver)} and one worker needs at least "
+                f"{format_size(WORKER_BASELINE + 8 * MIN_CHUNK)}; raise --memory"
+            )
+        chunk = max(MIN_CHUNK, min(MAX_CHUNK, data_room // 10))
+    split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 8)))
+    return Sizing(workers, min(chunk, split), split, worker_memory)
+
+
+@dataclass
+class Outcome:
+    summary: JobSummary
+    frame: pl.DataFrame | None = None
+    count: int = 0
+    results: list[TaskResult] = field(default_factory=list)
+
+
+class Job:
+    """One run of a plan into a sink."""
+
+    def __init__(
+        self, plan: Node, sink: Sink, options: RunOptions, executor: Executor | None = None
+    ) -> None:
+        self.plan = optimize(plan)
+        self.sink, self.options = sink, options
+        files = _scan_files(self.plan)
+        self.input_bytes = sum(f.size for f in files)
+        self.sizing = size_job(options, self.input_bytes)
+        if executor is None:
+            split = self.sizing.split_bytes
+            expected = sum(1 if f.compression else -(-f.size // split) for f in files)
+            executor = LocalExecutor(max(1, min(self.sizing.workers, expected)))
+            executor.start()
+        self.executor = executor
+        try:
+            self.stage: Stage = plan_stage(
+                self.plan,
+                sink,
+                self.sizing.split_bytes,
+                self.sizing.chunk_bytes,
+                self.sizing.worker_memory,
+            )
+        except BaseException:
+            executor.close()
+            raise
+        self.summary = JobSummary(workers=self.executor.workers, tasks=len(self.stage.tasks))
+
+    def _pressure(self, monitor: MemoryMonitor) -> bool:
+        return self.options.memory is not None and monitor.current > 0.85 * self.options.memory
+
+    def results(
+        self, monitor: MemoryMonitor, reporter: ProgressReporter, dirs
+    ) -> Iterator[TaskResult]:
+        """Run the stage's tasks, yielding results in task order and updating the summary."""
+        stage = self.stage
+        progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
+
+        def on_result(result: TaskResult) -> None:
+            self.summary.rows_read += result.rows_in
+            self.summary.bytes_read += result.bytes_in
+            self.summary.row_groups_read += result.row_groups
+            progress.advance(result.rows_in, result.bytes_in)
+
+        yield from iter_results(
+            self.executor,
+            stage.tasks,
+            dirs=dirs,
+            on_result=on_result,
+            max_in_flight=self.executor.workers + 1,
+            memory_pressure=lambda: self._pressure(monitor),
+            max_retries=self.options.max_retries,
+        )
+
+
+def _scan_files(plan: Node):
+    return lineage(plan)[0].source.files
+
+
+def _with_notes(exc: BaseException) -> BaseException:
+    text = getattr(exc, "traceback_text", "")
+    if text and not getattr(exc, "__notes__", None):
+        exc.add_note("Traceback in the worker:\n" + text.rstrip())
+    return exc
+
+
+def run(
+    plan: Node,
+    sink: Sink,
+    options: RunOptions,
+    output: str | None = None,
+    mode: str = "error",
+    storage_options: dict | None = None,
+    manifest: dict | None = None,
+) -> Outcome:
+    """Run a plan to completion into a file sink, a collected frame or a count."""
+    started = time.monotonic()
+    job = Job(plan, sink, options)
+    commit = None
+    outcome = Outcome(job.summary)
+
+    def dirs(task: Task) -> tuple[str | None, str | None]:
+        if commit is None or not isinstance(task.sink, FileSink):
+            return None, None
+        return commit.attempt_dir(task.task_id), commit.task_dir(task.task_id)
+
+    try:
+        if isinstance(sink, FileSink):
+            assert output is not None
+            commit = OutputCommit(output, mode, storage_options or {}, new_job_id())
+            commit.prepare()
+        with MemoryMonitor() as monitor, ProgressReporter(options.progress) as reporter:
+            frames: list[pl.DataFrame] = []
+            for result in job.results(monitor, reporter, dirs):
+                outcome.results.append(result)
+                outcome.count += result.rows_out
+                if result.frame is not None:
+                    frames.append(result.frame)
+                if job.stage.limit is not None and sum(f.height for f in frames) >= job.stage.limit:
+                    break
+            job.executor.close()
+            if isinstance(sink, CollectSink) or job.stage.limit is not None:
+                outcome.frame = _finish_on_driver(job, frames)
+                outcome.count = outcome.frame.height
+            if commit is not None:
+                _commit(job, commit, outcome, manifest or {})
+        job.summary.peak_memory = monitor.peak
+    except BaseException as exc:
+        job.executor.close()
+        if commit is not None:
+            commit.abort()
+        if isinstance(exc, UserFunctionError | JobFailed):
+            raise _with_notes(exc) from None
+        raise
+    job.summary.rows_written = outcome.count
+    job.summary.seconds = time.monotonic() - started
+    if options.progress and isinstance(sink, FileSink):
+        print(job.summary.render(), file=sys.stderr, flush=True)
+    return outcome
+
+
+def _finish_on_driver(job: Job, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Combine collected task outputs in task order; apply the head and what follows it."""
+    if not frames:
+        return pl.DataFrame(schema=output_schema(job.plan) or {})
+    frame = pl.concat(frames, how="vertical_relaxed")
+    if job.stage.limit is not None:
+        frame = frame.head(job.stage.limit)
+    if job.stage.driver_ops:
+        batches = compile_ops(list(job.stage.driver_ops))(iter([Batch(frame, lambda: "head")]))
+        frame = next(batches).frame
+    return frame
+
+
+def _commit(job: Job, commit: OutputCommit, outcome: Outcome, manifest: dict) -> None:
+    files = []
+    if job.stage.limit is not None:
+        assert outcome.frame is not None and isinstance(job.sink, FileSink)
+        writer = FileWriter(job.sink, commit.task_dir(0), 0)
+        writer.write(outcome.frame)
+        files = [(0, w) for w in writer.close()]
+    else:
+        files = [(r.task_id, w) for r in outcome.results for w in r.files]
+    written = commit.commit(files, manifest)
+    job.summary.output = commit.out
+    job.summary.files = [w.path for w in written]
+    job.summary.files_written = len(written)
+    job.summary.bytes_written = sum(w.bytes for w in written)
+
+
+def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
+    """Yield the plan's rows as Arrow record batches, in input order, with bounded memory."""
+    if any(isinstance(op, Head) for op in lineage(plan)[1]):
+        # Rows after a head are few: collect them, then hand them out.
+        frame = run(plan, CollectSink(), options).frame
+        yield from frame.to_arrow().to_batches() if frame is not None else []
+        return
+    job = Job(plan, SpillSink(), options)
+    scratch = tempfile.mkdtemp(prefix="terabatch-stream-")
+
+    def dirs(task: Task) -> tuple[str, str]:
+        return (
+            os.path.join(scratch, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}"),
+            os.path.join(scratch, f"task-{task.task_id:05d}"),
+        )
+
+    try:
+        with MemoryMonitor() as monitor, ProgressReporter(options.progress) as reporter:
+            for result in job.results(monitor, reporter, dirs):
+                if result.spill_path is None:
+                    continue
+                with pa.memory_map(result.spill_path) as source:
+                    reader = pa.ipc.open_file(source)
+                    for i in range(reader.num_record_batches):
+                        yield reader.get_batch(i)
+                shutil.rmtree(os.path.dirname(result.spill_path), ignore_errors=True)
+    except (UserFunctionError, JobFailed) as exc:
+        raise _with_notes(exc) from None
+    finally:
+        job.executor.close()
+        shutil.rmtree(scratch, ignore_errors=True)

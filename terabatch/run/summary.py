@@ -1,0 +1,49 @@
+"""The end-of-job summary: rows in, out and filtered, bytes, time, peak memory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from terabatch.run.memory import format_size
+
+
+@dataclass
+class JobSummary:
+    """What a job did. ``rows_read == rows_written + rows_filtered`` always holds."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    files_written: int = 0
+    tasks: int = 0
+    row_groups_read: int = 0
+    seconds: float = 0.0
+    peak_memory: int = 0
+    workers: int = 0
+    output: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def rows_filtered(self) -> int:
+        return self.rows_read - self.rows_written
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["rows_filtered"] = self.rows_filtered
+        data.pop("files")
+        return data
+
+    def render(self) -> str:
+        rate = self.bytes_read / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"rows read {self.rows_read:,} = written {self.rows_written:,} + filtered "
+            f"{self.rows_filtered:,}",
+            f"read {format_size(self.bytes_read)} in {self.tasks} tasks on {self.workers} workers, "
+            f"{self.seconds:.1f} s ({format_size(rate)}/s), peak memory {format_size(self.peak_memory)}",
+        ]
+        if self.output is not None:
+            lines.append(
+                f"wrote {self.files_written} files, {format_size(self.bytes_written)} to {self.output}"
+            )
+        return "\n".join(lines)
