@@ -48,14 +48,16 @@ def iter_results(
     *,
     dirs: Callable[[Task], tuple[str | None, str | None]],
     on_result: Callable[[TaskResult], None],
-    max_in_flight: int,
+    max_running: int,
+    max_waiting: int | None = None,
     memory_pressure: Callable[[], bool] = lambda: False,
     max_retries: int = 3,
 ) -> Iterator[TaskResult]:
     """Run tasks and yield their results in task order.
 
-    At most ``max_in_flight`` tasks run or wait finished-but-unyielded at once, which bounds the
-    memory of results held for ordering. While ``memory_pressure()`` is true no new task starts
+    At most ``max_running`` tasks are submitted and unfinished. Finished results wait to be
+    yielded in order; ``max_waiting`` bounds how many may wait (for results that hold data), so
+    one slow task can stall the others only when results are large. While ``memory_pressure()`` is true no new task starts
     unless nothing is running.
     """
     pending = list(reversed(tasks))
@@ -72,7 +74,8 @@ def iter_results(
         while pending or running or done:
             while (
                 pending
-                and len(running) + len(done) < max_in_flight
+                and len(running) < max_running
+                and (max_waiting is None or len(running) + len(done) < max_waiting)
                 and (not running or not memory_pressure())
             ):
                 submit(pending.pop())

@@ -51,6 +51,9 @@ class _Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = {**os.environ, **_WORKER_ENV}
+        # cloudpickle sends functions of importable modules by reference: a worker must be able
+        # to import whatever the driver can (the script's directory, test directories, ...).
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "terabatch.exec.worker", str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w),

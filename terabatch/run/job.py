@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -34,8 +34,11 @@ from terabatch.run.progress import ProgressReporter
 from terabatch.run.summary import JobSummary
 
 WORKER_BASELINE = 130 << 20
+WORKER_FIXED = 80 << 20
+CHUNK_FACTOR = 8
+HEADROOM = 0.9
 MIN_CHUNK, MAX_CHUNK = 1 << 20, 32 << 20
-MIN_SPLIT, MAX_SPLIT = 8 << 20, 512 << 20
+MIN_SPLIT, MAX_SPLIT = 8 << 20, 256 << 20
 
 
 @dataclass(frozen=True)
@@ -57,24 +60,30 @@ class Sizing:
 
 
 def size_job(options: RunOptions, input_bytes: int) -> Sizing:
-    """Choose workers, chunk and split sizes so that the whole process tree fits the budget."""
+    """Choose workers, chunk and split sizes so that the whole process tree fits the budget.
+
+    A worker's memory is its baseline (interpreter and libraries), a fixed working set, and
+    about ``CHUNK_FACTOR`` times its chunk: the raw bytes, the parsed frame, the operators'
+    output and the Parquet encoder's buffers (measured on the db-benchmark table).
+    """
     workers = max(1, options.workers or os.cpu_count() or 1)
     worker_memory = None
     chunk = MAX_CHUNK
     if options.memory is not None:
-        driver = process_rss()
-        while workers > 1 and (options.memory - driver) / workers < 2.5 * WORKER_BASELINE:
+        usable = HEADROOM * options.memory - process_rss()
+        floor = WORKER_BASELINE + WORKER_FIXED + CHUNK_FACTOR * MIN_CHUNK
+        while workers > 1 and usable / workers < floor:
             workers -= 1
-        worker_memory = int((options.memory - driver) / workers)
-        data_room = worker_memory - WORKER_BASELINE
-        if data_room < 8 * MIN_CHUNK:
+        if usable < floor:
             raise MemoryBudgetError(
                 f"memory budget {format_size(options.memory)} is too small: the driver uses "
-                f"{format_size(driver)} and one worker needs at least "
-                f"{format_size(WORKER_BASELINE + 8 * MIN_CHUNK)}; raise --memory"
+                f"{format_size(process_rss())} and one worker needs at least "
+                f"{format_size(floor)}; raise --memory"
             )
-        chunk = max(MIN_CHUNK, min(MAX_CHUNK, data_room // 10))
-    split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 8)))
+        worker_memory = int(usable / workers)
+        room = worker_memory - WORKER_BASELINE - WORKER_FIXED
+        chunk = max(MIN_CHUNK, min(MAX_CHUNK, int(room // CHUNK_FACTOR)))
+    split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 16)))
     return Sizing(workers, min(chunk, split), split, worker_memory)
 
 
@@ -120,7 +129,11 @@ class Job:
         return self.options.memory is not None and monitor.current > 0.85 * self.options.memory
 
     def results(
-        self, monitor: MemoryMonitor, reporter: ProgressReporter, dirs
+        self,
+        monitor: MemoryMonitor,
+        reporter: ProgressReporter,
+        dirs: Callable[[Task], tuple[str | None, str | None]],
+        max_waiting: int | None = None,
     ) -> Iterator[TaskResult]:
         """Run the stage's tasks, yielding results in task order and updating the summary."""
         stage = self.stage
@@ -137,7 +150,8 @@ class Job:
             stage.tasks,
             dirs=dirs,
             on_result=on_result,
-            max_in_flight=self.executor.workers + 1,
+            max_running=self.executor.workers + 1,
+            max_waiting=max_waiting,
             memory_pressure=lambda: self._pressure(monitor),
             max_retries=self.options.max_retries,
         )
@@ -256,7 +270,9 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
 
     try:
         with MemoryMonitor() as monitor, ProgressReporter(options.progress) as reporter:
-            for result in job.results(monitor, reporter, dirs):
+            # Spill files wait on disk until the caller takes them: bound how many.
+            waiting = 4 * job.executor.workers
+            for result in job.results(monitor, reporter, dirs, max_waiting=waiting):
                 if result.spill_path is None:
                     continue
                 with pa.memory_map(result.spill_path) as source:
