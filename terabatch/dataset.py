@@ -58,7 +58,8 @@ class Dataset:
     >>> import tempfile, pathlib, polars as pl, terabatch as tb
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
     >>> _ = path.write_text("user,bytes\\na,10\\nb,20\\na,5\\n")
-    >>> tb.read_csv(path).filter(pl.col("bytes") > 6).select("user").collect(progress=False)["user"].to_list()
+    >>> ds = tb.read_csv(path).filter(pl.col("bytes") > 6).select("user")
+    >>> ds.collect()["user"].to_list()
     ['a', 'b']
     """
 

@@ -57,7 +57,8 @@ def iter_results(
 
     At most ``max_running`` tasks are submitted and unfinished. Finished results wait to be
     yielded in order; ``max_waiting`` bounds how many may wait (for results that hold data), so
-    one slow task can stall the others only when results are large. While ``memory_pressure()`` is true no new task starts
+    one slow task can stall the others only when results are large. While
+    ``memory_pressure()`` is true no new task starts
     unless nothing is running.
     """
     pending = list(reversed(tasks))

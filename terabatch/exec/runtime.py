@@ -130,14 +130,14 @@ def _spill(
     fs.makedirs(root, exist_ok=True)
     path = posixpath.join(root, "spill.arrow")
     writer = None
+    schema = None  # the IPC writer does not expose its schema
     with fs.open(path, "wb") as handle:
         for batch in out:
             table = batch.frame.to_arrow()
             if writer is None:
-                writer = pa.ipc.new_file(handle, table.schema)
-            writer.write_table(
-                table.cast(writer.schema) if table.schema != writer.schema else table
-            )
+                schema = table.schema
+                writer = pa.ipc.new_file(handle, schema)
+            writer.write_table(table.cast(schema) if table.schema != schema else table)
             result.rows_out += batch.frame.height
             _relieve_memory(task, result)
         if writer is not None:

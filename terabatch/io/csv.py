@@ -75,16 +75,21 @@ def infer_schema(sample: bytes, names: list[str], options: CsvOptions) -> pl.Sch
     """Infer column types from sample records; a column with no value in the sample is a string."""
     if not sample.strip():
         return pl.Schema({n: pl.String for n in names})
+    # No new_columns: Polars refuses them when a ragged row widens the sample; that row is
+    # reported with its line by the task that reads it, so inference only looks at the columns.
     frame = pl.read_csv(
         sample,
         has_header=False,
-        new_columns=names,
         separator=options.separator,
         quote_char=options.quote_char,
         infer_schema_length=None,
         truncate_ragged_lines=True,
     )
-    return pl.Schema({n: (pl.String if dt == pl.Null else dt) for n, dt in frame.schema.items()})
+    dtypes = frame.dtypes[: len(names)]
+    dtypes += [pl.String] * (len(names) - len(dtypes))
+    return pl.Schema(
+        {n: (pl.String if dt == pl.Null else dt) for n, dt in zip(names, dtypes, strict=True)}
+    )
 
 
 def has_multiline_fields(sample: bytes, options: CsvOptions) -> bool:

@@ -84,10 +84,14 @@ def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
     try:
         if any(ch in spec for ch in GLOB_CHARS):
             found = fs.glob(root, detail=True)
+            # Hidden parts are looked for below the pattern's fixed directory, as for a directory
+            # read: "out/**/*.parquet" must not pick up "out/_temporary/..." files.
+            fixed = root[: min((root.index(ch) for ch in GLOB_CHARS if ch in root), default=0)]
+            base = fixed.rsplit("/", 1)[0] if "/" in fixed else ""
             files = [
                 _info(fs, p, d)
                 for p, d in sorted(found.items())
-                if d.get("type") != "directory" and not _is_hidden(p.rsplit("/", 1)[-1])
+                if d.get("type") != "directory" and not _is_hidden(p[len(base) :])
             ]
             if not files:
                 raise InputNotFoundError(

@@ -98,7 +98,8 @@ def dataset_schema(
         extra = [n for n in other if n not in first]
         if extra:
             raise SchemaError(
-                f"{file.path}: schema differs from {files[0].path}: has an extra column {extra[0]!r}"
+                f"{file.path}: schema differs from {files[0].path}: "
+                f"has an extra column {extra[0]!r}"
             )
     keys: dict[str, list[str | None]] = {}
     for file in files:

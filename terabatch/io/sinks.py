@@ -100,7 +100,9 @@ def dictionary_columns(frame: pl.DataFrame, sample_rows: int = 50_000) -> list[s
         distinct = sample.select(pl.all().n_unique()).row(0)
     except pl.exceptions.PolarsError:
         return list(frame.columns)
-    return [name for name, n in zip(frame.columns, distinct, strict=True) if n <= sample.height // 2]
+    return [
+        name for name, n in zip(frame.columns, distinct, strict=True) if n <= sample.height // 2
+    ]
 
 
 class _OneFile:

@@ -137,7 +137,7 @@ def iter_record_chunks(
 
     >>> import io
     >>> list(iter_record_chunks(io.BytesIO(b'1\\n"a\\nb"\\n3'), None, 2, quoted=True))
-    [b'1\\n', b'"a\\nb"\\n', b'3']
+    [b'1\\n', b'"a\\nb"\\n3']
     """
     seekable = stream.seekable()
     remaining = length

@@ -56,7 +56,7 @@ def open_text(file: FileInfo, storage_options: dict) -> BinaryIO:
 
 
 def read_prefix(file: FileInfo, storage_options: dict, nbytes: int) -> bytes:
-    """Read the first ``nbytes`` (decompressed) bytes of a file, with a one-line error on failure."""
+    """Read the first ``nbytes`` (decompressed) bytes of a file; a one-line error on failure."""
     with open_text(file, storage_options) as f:
         try:
             return f.read(nbytes)

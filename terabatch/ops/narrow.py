@@ -29,10 +29,12 @@ def _polars_step(ops: list[Narrow]) -> Step:
                 lazy = lazy.with_columns(*op.exprs)
             elif isinstance(op, Select):
                 lazy = lazy.select(*op.exprs)
+            # Names were checked when the plan was built; a column that column pruning chose
+            # not to read is legitimately absent here.
             elif isinstance(op, Drop):
-                lazy = lazy.drop(*op.columns)
+                lazy = lazy.drop(*op.columns, strict=False)
             elif isinstance(op, Rename):
-                lazy = lazy.rename(dict(op.mapping))
+                lazy = lazy.rename(dict(op.mapping), strict=False)
         return lazy.collect()
 
     def step(batches: Iterator[Batch]) -> Iterator[Batch]:

@@ -42,7 +42,7 @@ def output_schema(node: Node) -> pl.Schema | None:
 
 
 def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
-    """Apply one narrow node to an empty frame of ``schema``; raise ``SchemaError`` on a bad name."""
+    """Apply one narrow node to an empty frame of ``schema``; ``SchemaError`` on a bad name."""
     frame = pl.LazyFrame(schema=schema)
     try:
         if isinstance(node, Filter):

@@ -28,7 +28,7 @@ from terabatch.ops.narrow import compile_ops
 from terabatch.plan.nodes import Head, Node, lineage
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
-from terabatch.plan.stages import Stage, Task, plan_stage
+from terabatch.plan.stages import Stage, Task, plan_stage, split_at_head
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.progress import ProgressReporter
 from terabatch.run.summary import JobSummary
@@ -230,9 +230,17 @@ def _finish_on_driver(job: Job, frames: list[pl.DataFrame]) -> pl.DataFrame:
     frame = pl.concat(frames, how="vertical_relaxed")
     if job.stage.limit is not None:
         frame = frame.head(job.stage.limit)
-    if job.stage.driver_ops:
-        batches = compile_ops(list(job.stage.driver_ops))(iter([Batch(frame, lambda: "head")]))
-        frame = next(batches).frame
+    # What follows the first head runs here, on all the rows at once: it may hold further heads
+    # (applied to the whole frame, not per batch) and map_batches that yield several batches.
+    ops = list(job.stage.driver_ops)
+    while ops:
+        before, n, ops = split_at_head(ops)
+        if before:
+            out = compile_ops(before)(iter([Batch(frame, lambda: "the rows kept by head")]))
+            frames = [batch.frame for batch in out]
+            frame = pl.concat(frames, how="vertical_relaxed") if frames else frame.clear()
+        if n is not None:
+            frame = frame.head(n)
     return frame
 
 

@@ -40,10 +40,12 @@ class JobSummary:
             f"rows read {self.rows_read:,} = written {self.rows_written:,} + filtered "
             f"{self.rows_filtered:,}",
             f"read {format_size(self.bytes_read)} in {self.tasks} tasks on {self.workers} workers, "
-            f"{self.seconds:.1f} s ({format_size(rate)}/s), peak memory {format_size(self.peak_memory)}",
+            f"{self.seconds:.1f} s ({format_size(rate)}/s), "
+            f"peak memory {format_size(self.peak_memory)}",
         ]
         if self.output is not None:
             lines.append(
-                f"wrote {self.files_written} files, {format_size(self.bytes_written)} to {self.output}"
+                f"wrote {self.files_written} files, {format_size(self.bytes_written)} "
+                f"to {self.output}"
             )
         return "\n".join(lines)

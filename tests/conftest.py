@@ -1,0 +1,76 @@
+"""Shared fixtures: small data generated in ``tmp_path`` and a way to force many tiny splits.
+
+The job driver sizes splits and chunks from ``terabatch.run.job.MIN_SPLIT`` / ``MAX_SPLIT`` /
+``MIN_CHUNK`` / ``MAX_CHUNK``; on kilobyte files that gives one task per file. ``tiny_splits``
+pins those constants so that a small file is cut into many splits and chunks, which runs the
+same code paths as a file of hundreds of gigabytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers import make_frame
+
+import terabatch.run.job as job_module
+
+
+@pytest.fixture
+def tiny_splits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Call ``tiny_splits(split_bytes, chunk_bytes=None)`` to pin the job's split and chunk sizes.
+
+    Splits are then exactly ``split_bytes`` (rounded to record boundaries) and every split is
+    parsed in chunks of about ``chunk_bytes`` (default: one chunk per split).
+    """
+
+    def set_sizes(split_bytes: int, chunk_bytes: int | None = None) -> None:
+        chunk = chunk_bytes or split_bytes
+        monkeypatch.setattr(job_module, "MIN_SPLIT", split_bytes)
+        monkeypatch.setattr(job_module, "MAX_SPLIT", split_bytes)
+        monkeypatch.setattr(job_module, "MIN_CHUNK", min(chunk, job_module.MIN_CHUNK))
+        monkeypatch.setattr(job_module, "MAX_CHUNK", chunk)
+
+    return set_sizes
+
+
+@pytest.fixture
+def frame() -> pl.DataFrame:
+    return make_frame(600, seed=1)
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path, frame: pl.DataFrame) -> Path:
+    path = tmp_path / "data.csv"
+    frame.write_csv(path)
+    return path
+
+
+@pytest.fixture
+def csv_files(tmp_path: Path) -> list[Path]:
+    """Three CSV files with the same header and consecutive ids, alone in a directory."""
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    paths = []
+    for i in range(3):
+        path = folder / f"part-{i}.csv"
+        make_frame(200, seed=10 + i, start=200 * i).write_csv(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def jsonl_file(tmp_path: Path, frame: pl.DataFrame) -> Path:
+    path = tmp_path / "data.jsonl"
+    frame.write_ndjson(path)
+    return path
+
+
+@pytest.fixture
+def parquet_file(tmp_path: Path) -> Path:
+    """A Parquet file of 2000 rows sorted on ``id``, in 20 row groups of 100 rows."""
+    path = tmp_path / "data.parquet"
+    make_frame(2000, seed=2).write_parquet(path, row_group_size=100, statistics=True)
+    return path
