@@ -22,13 +22,12 @@ from terabatch.dataset import Dataset
 from terabatch.demo import plain_console, render_result, run_demo
 from terabatch.errors import TerabatchError
 from terabatch.inspect_path import FORMATS, default_separator, detect_format, inspect_path
+from terabatch.io.sinks import CODECS
 from terabatch.readers import read_csv, read_json, read_parquet
 from terabatch.run.memory import format_size
 from terabatch.run.summary import JobSummary
 
 EXIT_INTERNAL, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
-PARQUET_CODECS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
-TEXT_CODECS = ("gzip", "zstd", "bz2", "none")
 LIST_FILES_UP_TO = 10
 
 
@@ -120,18 +119,6 @@ def _open(sources: Sequence[str], fmt: str, separator: str | None) -> Dataset:
     return read_json(list(sources)) if fmt == "json" else read_parquet(list(sources))
 
 
-def _codec(to: str, compression: str | None) -> str | None:
-    if compression is None:
-        return "zstd" if to == "parquet" else None
-    allowed = PARQUET_CODECS if to == "parquet" else TEXT_CODECS
-    if compression not in allowed:
-        raise click.BadParameter(
-            f"{compression!r} is not available for {to}; choose from {', '.join(allowed)}",
-            param_hint="--compression",
-        )
-    return None if compression == "none" and to != "parquet" else compression
-
-
 def _write(dataset: Dataset, dest: str, to: str, options: dict[str, Any]) -> JobSummary:
     writer = {
         "parquet": dataset.write_parquet,
@@ -156,7 +143,7 @@ def _write(dataset: Dataset, dest: str, to: str, options: dict[str, Any]) -> Job
 )
 @click.option(
     "--compression",
-    type=click.Choice(sorted({*PARQUET_CODECS, *TEXT_CODECS})),
+    type=click.Choice(sorted({c for codecs in CODECS.values() for c in codecs if c})),
     help="Output codec. Default: zstd for parquet, none for csv and json.",
 )
 @click.option(
@@ -214,7 +201,7 @@ def convert(
         dest,
         to,
         {
-            "compression": _codec(to, compression),
+            "compression": compression or ("zstd" if to == "parquet" else None),
             "partition_by": list(partition_by),
             "max_rows_per_file": max_rows_per_file,
             "mode": "overwrite" if overwrite else "error",

@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from terabatch.errors import TerabatchError
 from terabatch.explain import explain_plan
-from terabatch.io.sinks import CollectSink, CountSink, FileSink
+from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
+from terabatch.plan.expressions import across_rows, input_columns
 from terabatch.plan.nodes import Drop, Filter, Head, MapBatches, Node, Rename, Select, WithColumns
 from terabatch.plan.schema import apply_to_schema, output_schema
 from terabatch.run import job
@@ -44,6 +45,19 @@ def _exprs(
         expr = value if isinstance(value, pl.Expr) else pl.lit(value)
         flat.append(expr.alias(name))
     return tuple(flat)
+
+
+def _row_wise(method: str, exprs: tuple[pl.Expr, ...]) -> tuple[pl.Expr, ...]:
+    """Refuse expressions that look across rows: batch by batch they would be silently wrong."""
+    for expr in exprs:
+        what = across_rows(expr)
+        if what is not None:
+            raise TerabatchError(
+                f"{method}({expr}) uses {what}, which needs all rows at once, but {method} runs "
+                "batch by batch; compute it on a collected result (ds.collect()) or, for row "
+                "counts, use ds.count()"
+            )
+    return exprs
 
 
 def _options(workers: int | None, memory: str | int | None, progress: bool) -> job.RunOptions:
@@ -93,11 +107,14 @@ class Dataset:
 
     def select(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: Any) -> Dataset:
         """Keep or compute columns: ``ds.select("a", total=pl.col("b") * 2)``."""
-        return self._add(Select(self._plan, _exprs(exprs, named)))
+        built = _row_wise("select", _exprs(exprs, named))
+        if built and all(input_columns(e) == set() for e in built):
+            raise TerabatchError("select needs at least one expression that reads a column")
+        return self._add(Select(self._plan, built))
 
     def with_columns(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: Any) -> Dataset:
         """Add or replace columns: ``ds.with_columns(day=pl.col("ts").str.slice(0, 10))``."""
-        return self._add(WithColumns(self._plan, _exprs(exprs, named)))
+        return self._add(WithColumns(self._plan, _row_wise("with_columns", _exprs(exprs, named))))
 
     def filter(self, *predicates: pl.Expr) -> Dataset:
         """Keep the rows where every predicate is true: ``ds.filter(pl.col("status") == 200)``."""
@@ -108,6 +125,7 @@ class Dataset:
         predicate = predicates[0]
         for p in predicates[1:]:
             predicate = predicate & p
+        _row_wise("filter", (predicate,))
         return self._add(Filter(self._plan, predicate))
 
     def drop(self, *columns: str) -> Dataset:
@@ -203,6 +221,13 @@ class Dataset:
                     raise SchemaError(
                         f"partition_by column {key!r} not found{suggest(key, list(schema.names()))}"
                     )
+        if compression not in CODECS[fmt]:
+            allowed = ", ".join(str(c) for c in CODECS[fmt])
+            raise TerabatchError(
+                f"compression {compression!r} is not available for {fmt}; choose one of {allowed}"
+            )
+        if fmt != "parquet" and compression == "none":
+            compression = None
         if max_rows_per_file is not None and max_rows_per_file < 1:
             raise TerabatchError("max_rows_per_file must be at least 1")
         sink = FileSink(

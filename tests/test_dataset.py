@@ -80,3 +80,28 @@ def test_count_without_columns(tmp_path: Path) -> None:
 
 def test_workers_option(ds: tb.Dataset, frame: pl.DataFrame) -> None:
     assert_frame_equal(ds.collect(workers=1, **RUN), frame)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda ds: ds.select(pl.col("value").sum()),
+        lambda ds: ds.with_columns(r=pl.col("value").rank().over("group")),
+        lambda ds: ds.filter(pl.col("value") > pl.col("value").mean()),
+        lambda ds: ds.select(pl.lit(1)),
+    ],
+)
+def test_operations_across_rows_are_refused(csv_file: Path, build) -> None:
+    # Batch by batch these would silently give one answer per batch instead of one overall.
+    with pytest.raises(TerabatchError) as info:
+        build(tb.read_csv(csv_file))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("method", "codec"), [("write_csv", "snappy"), ("write_parquet", "bogus")])
+def test_unknown_compression_is_refused_before_running(
+    tmp_path: Path, csv_file: Path, method: str, codec: str
+) -> None:
+    with pytest.raises(TerabatchError, match="compression"):
+        getattr(tb.read_csv(csv_file), method)(tmp_path / "out", compression=codec)
+    assert not (tmp_path / "out").exists()

@@ -33,6 +33,7 @@ class OutputCommit:
         self.out, self.mode, self.job_id = out.rstrip("/"), mode, job_id
         self.fs, self.root = url_to_fs(self.out, **storage_options)
         self.staging = posixpath.join(self.root, STAGING, job_id)
+        self._created_root = False
 
     def _existing_output(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -49,6 +50,7 @@ class OutputCommit:
                 f"output directory {self.out!r} already holds {len(existing)} entries; "
                 "pass mode='overwrite' (CLI: --overwrite) to replace them, or choose another path"
             )
+        self._created_root = not self.fs.exists(self.root)
         self.fs.makedirs(self.staging, exist_ok=True)
 
     def attempt_dir(self, task_id: int) -> str:
@@ -97,7 +99,12 @@ class OutputCommit:
         parent = posixpath.join(self.root, STAGING)
         if self.fs.exists(parent) and not self.fs.ls(parent, detail=False):
             self.fs.rmdir(parent)
-        if self.fs.exists(self.root) and not self.fs.ls(self.root, detail=False):
+        # Remove the output directory only if this job created it and it stayed empty.
+        if (
+            self._created_root
+            and self.fs.exists(self.root)
+            and not self.fs.ls(self.root, detail=False)
+        ):
             self.fs.rmdir(self.root)
 
 

@@ -37,6 +37,8 @@ class FileInfo:
     size: int
     mtime: float
     compression: str | None
+    # The path below the directory or glob the user named: where hive keys may be read from.
+    relative: str = ""
 
     @property
     def name(self) -> str:
@@ -69,13 +71,17 @@ def _matches_format(path: str, fmt: str) -> bool:
     return name.endswith(FORMAT_SUFFIXES[fmt])
 
 
-def _info(fs: fsspec.AbstractFileSystem, path: str, detail: dict | None = None) -> FileInfo:
+def _info(
+    fs: fsspec.AbstractFileSystem, path: str, detail: dict | None = None, base: str | None = None
+) -> FileInfo:
     detail = detail or fs.info(path)
     mtime = detail.get("mtime") or detail.get("LastModified") or detail.get("created") or 0
     if hasattr(mtime, "timestamp"):
         mtime = mtime.timestamp()
     full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
-    return FileInfo(full, int(detail.get("size") or 0), float(mtime), compression_of(path))
+    relative = path[len(base) :].lstrip("/") if base is not None else path.rsplit("/", 1)[-1]
+    size = int(detail.get("size") or 0)
+    return FileInfo(full, size, float(mtime), compression_of(path), relative)
 
 
 def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
@@ -89,7 +95,7 @@ def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
             fixed = root[: min((root.index(ch) for ch in GLOB_CHARS if ch in root), default=0)]
             base = fixed.rsplit("/", 1)[0] if "/" in fixed else ""
             files = [
-                _info(fs, p, d)
+                _info(fs, p, d, base)
                 for p, d in sorted(found.items())
                 if d.get("type") != "directory" and not _is_hidden(p[len(base) :])
             ]
@@ -104,7 +110,7 @@ def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
             found = fs.find(root, detail=True)
             base = root.rstrip("/")
             files = [
-                _info(fs, p, d)
+                _info(fs, p, d, base)
                 for p, d in sorted(found.items())
                 if not _is_hidden(p[len(base) :]) and _matches_format(p, fmt)
             ]

@@ -103,7 +103,7 @@ def dataset_schema(
             )
     keys: dict[str, list[str | None]] = {}
     for file in files:
-        for key, value in hive_values(file.path):
+        for key, value in hive_values(file.relative):
             keys.setdefault(key, []).append(value)
     hive = {k: _hive_dtype(v) for k, v in keys.items() if k not in first}
     return first, hive
@@ -131,7 +131,7 @@ def plan_splits(
     predicate_tree: dict | None,
 ) -> list[ParquetSplit]:
     """Group a file's row groups into splits of about ``target_bytes``, skipping pruned ones."""
-    hive = tuple((k, v) for k, v in hive_values(file.path) if k in hive_types)
+    hive = tuple((k, v) for k, v in hive_values(file.relative) if k in hive_types)
     typed = {k: (int(v) if v is not None and hive_types[k] == pl.Int64 else v) for k, v in hive}
     splits: list[ParquetSplit] = []
     groups: list[int] = []

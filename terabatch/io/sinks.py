@@ -20,6 +20,11 @@ import pyarrow.parquet as pq
 from terabatch.io.parquet import HIVE_NULL
 
 FILE_FORMATS = ("parquet", "csv", "json")
+CODECS = {
+    "parquet": ("zstd", "snappy", "gzip", "lz4", "brotli", "none", None),
+    "csv": ("gzip", "zstd", "bz2", "none", None),
+    "json": ("gzip", "zstd", "bz2", "none", None),
+}
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
 _BUFFER_BYTES = 64 << 20
 
@@ -177,8 +182,11 @@ class FileWriter:
             self._emit((), frame)
             return
         keys = list(self.sink.partition_by)
+        # Parquet readers take hive keys from the directories; CSV and JSON readers usually do
+        # not, so text files keep the key columns.
+        include_key = self.sink.format != "parquet"
         for key, part in frame.partition_by(
-            keys, as_dict=True, include_key=False, maintain_order=True
+            keys, as_dict=True, include_key=include_key, maintain_order=True
         ).items():
             self._pending.setdefault(key, []).append(part)
             self._pending_bytes += part.estimated_size()

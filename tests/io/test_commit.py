@@ -75,3 +75,12 @@ def test_prepare_refuses_a_non_empty_directory(tmp_path: Path) -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(TerabatchError, match="mode must be"):
         OutputCommit("/tmp/x", "append", {}, "job")
+
+
+def test_abort_keeps_an_output_directory_that_existed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    commit = OutputCommit(str(out), "error", {}, "job1")
+    commit.prepare()
+    commit.abort()
+    assert out.is_dir() and list(out.iterdir()) == []

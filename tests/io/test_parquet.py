@@ -189,3 +189,12 @@ def test_files_with_different_schemas(tmp_path: Path, other: pl.DataFrame, reaso
     assert (
         message.startswith(f"{tmp_path / '2.parquet'}: schema differs from") and reason in message
     )
+
+
+def test_key_value_directories_above_the_dataset_are_not_columns(tmp_path: Path) -> None:
+    root = tmp_path / "run=3" / "data"
+    (root / "day=1").mkdir(parents=True)
+    pl.DataFrame({"x": [1, 2]}).write_parquet(root / "day=1" / "p.parquet")
+    got = tb.read_parquet(root).collect()
+    assert got.columns == ["x", "day"]
+    assert got["day"].to_list() == [1, 1]

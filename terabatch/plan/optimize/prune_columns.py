@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from terabatch.plan.expressions import input_columns, output_name
 from terabatch.plan.nodes import (
     Drop,
     Filter,
@@ -16,7 +17,6 @@ from terabatch.plan.nodes import (
     lineage,
     rebuild,
 )
-from terabatch.plan.optimize.expressions import input_columns, output_name
 
 
 def _union_inputs(exprs, needed: set[str]) -> set[str] | None:

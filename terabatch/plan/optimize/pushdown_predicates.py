@@ -12,8 +12,8 @@ from functools import reduce
 
 import polars as pl
 
+from terabatch.plan.expressions import input_columns, output_name
 from terabatch.plan.nodes import Filter, Node, WithColumns, lineage, rebuild
-from terabatch.plan.optimize.expressions import input_columns, output_name
 
 
 def pushdown_predicates(plan: Node) -> Node:

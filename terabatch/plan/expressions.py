@@ -1,0 +1,116 @@
+"""What the optimizer needs to know about a Polars expression: the columns it reads."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+
+def input_columns(expr: pl.Expr) -> set[str] | None:
+    """Columns an expression reads, or None if it may read any column (wildcards, regexes).
+
+    >>> sorted(input_columns((pl.col("a") + pl.col("b")).alias("c")))
+    ['a', 'b']
+    >>> input_columns(pl.all()) is None
+    True
+    """
+    meta = expr.meta
+    if meta.has_multiple_outputs() or meta.is_regex_projection():
+        return None
+    return set(meta.root_names())
+
+
+def output_name(expr: pl.Expr) -> str | None:
+    """The name of the single column an expression produces, if it can be known statically."""
+    try:
+        return expr.meta.output_name()
+    except Exception:
+        return None
+
+
+# Operations whose result for a row depends on other rows. terabatch evaluates narrow operators
+# batch by batch, so these would silently give per-batch answers; the API refuses them.
+_ACROSS_ROWS = {
+    "Agg": "an aggregation",
+    "Over": "a window (over)",
+    "Sort": "sorting",
+    "SortBy": "sorting",
+    "Slice": "slicing",
+    "Filter": "an expression-level filter",
+    "Explode": "explode",
+    "Gather": "gather",
+    "Len": "len()",
+    "CumSum": "a cumulative function",
+    "CumProd": "a cumulative function",
+    "CumMin": "a cumulative function",
+    "CumMax": "a cumulative function",
+    "CumCount": "a cumulative function",
+    "Shift": "shift",
+    "ShiftAndFill": "shift",
+    "Diff": "diff",
+    "PctChange": "pct_change",
+    "Rank": "rank",
+    "Unique": "unique",
+    "Reverse": "reverse",
+    "FillNullWithStrategy": "fill_null with a strategy",
+    "RollingExpr": "a rolling function",
+    "RollingExprBy": "a rolling function",
+    "IsDuplicated": "is_duplicated",
+    "IsUnique": "is_unique",
+    "IsFirstDistinct": "is_first_distinct",
+    "IsLastDistinct": "is_last_distinct",
+    "TopK": "top_k",
+    "BottomK": "bottom_k",
+    "Quantile": "an aggregation",
+    "Interpolate": "interpolate",
+    "Mode": "mode",
+    "ArgUnique": "arg_unique",
+    "ArgSort": "arg_sort",
+    "ValueCounts": "value_counts",
+    "UniqueCounts": "unique_counts",
+    "EwmMean": "an exponentially weighted function",
+    "EwmStd": "an exponentially weighted function",
+    "EwmVar": "an exponentially weighted function",
+    "GatherEvery": "gather_every",
+}
+# Function families that work inside one value (a list, a string, a struct): never across rows.
+_WITHIN_ROW = {"ListExpr", "StringExpr", "ArrayExpr", "StructExpr", "TemporalExpr"}
+
+
+def _across_rows(node: object, names_a_function: bool) -> str | None:
+    """Search a serialized expression; bare strings only count where they name a function,
+    so that a column called "Rank" is not mistaken for ``rank()``."""
+    if isinstance(node, list):
+        return next((f for item in node if (f := _across_rows(item, names_a_function))), None)
+    if isinstance(node, str):
+        return _ACROSS_ROWS.get(node) if names_a_function else None
+    if not isinstance(node, dict):
+        return None
+    if "AnonymousFunction" in node and "ROW_SEPARABLE" not in json.dumps(node["AnonymousFunction"]):
+        return "a function over whole batches (map_batches)"
+    for key, value in node.items():
+        if key in _ACROSS_ROWS:
+            return _ACROSS_ROWS[key]
+        if key in _WITHIN_ROW or key in ("Column", "Columns", "Literal"):
+            continue
+        found = _across_rows(value, names_a_function or key == "function")
+        if found:
+            return found
+    return None
+
+
+def across_rows(expr: pl.Expr) -> str | None:
+    """What in an expression looks at other rows (an aggregation, a window, ...), or None.
+
+    >>> across_rows(pl.col("a").str.to_uppercase() + "x") is None
+    True
+    >>> across_rows(pl.col("a").sum()), across_rows(pl.col("a").cum_sum().over("b"))
+    ('an aggregation', 'a window (over)')
+    """
+    try:
+        tree = json.loads(expr.meta.serialize(format="json"))
+    except Exception:
+        return None
+    # A whole expression can be a bare name, as pl.len() is.
+    return _across_rows(tree, names_a_function=isinstance(tree, str))
