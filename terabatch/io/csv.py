@@ -110,11 +110,12 @@ def has_multiline_fields(sample: bytes, options: CsvOptions) -> bool:
     return rows < lines
 
 
-def _separators_outside_quotes(data: bytes, sep: int, quote: int) -> int:
-    if bytes([quote]) not in data:
-        return data.count(bytes([sep]))
+def _separators_outside_quotes(data: bytes | memoryview, sep: int, quote: int) -> int:
     arr = np.frombuffer(data, dtype=np.uint8)
-    inside = np.cumsum(arr == quote, dtype=np.uint8) & 1
+    quotes = arr == quote
+    if not quotes.any():
+        return int(np.count_nonzero(arr == sep))
+    inside = np.cumsum(quotes, dtype=np.uint8) & 1
     return int(np.count_nonzero((arr == sep) & (inside == 0)))
 
 
@@ -134,7 +135,7 @@ def read_split(
     for chunk in iter_chunks(split, storage_options, chunk_bytes, options.newlines_in_values):
         try:
             frame = pl.read_csv(
-                chunk.data,
+                io.BytesIO(chunk.data),
                 has_header=False,
                 schema=schema,
                 columns=indices,
@@ -154,7 +155,7 @@ def _slow_parse(
 ) -> pl.DataFrame:
     """Parse a chunk row by row; raise on the first bad row, else return the parsed rows."""
     names = list(schema.names())
-    text = chunk.data.decode("utf-8", errors="surrogateescape")
+    text = bytes(chunk.data).decode("utf-8", errors="surrogateescape")
     lines = text.split("\n")
     reader = csv.reader(
         (line + "\n" for line in lines), delimiter=options.separator, quotechar=options.quote_char
@@ -216,8 +217,8 @@ def _slow_parse(
 def _fail(
     split: TextSplit, storage_options: dict, chunk: Chunk, line_in_chunk: int, raw: str, reason: str
 ) -> None:
-    offset = _offset_of_line(chunk.data, line_in_chunk)
-    line = line_of(split, storage_options, chunk, offset)
+    offset = _offset_of_line(bytes(chunk.data), line_in_chunk)
+    line = line_of(split, storage_options, chunk.offset + offset)
     shown = raw if len(raw) <= 80 else raw[:77] + "..."
     raise BadRowError(f"{split.file.path}: line {line}: {reason}: {shown!r}")
 

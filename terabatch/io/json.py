@@ -7,6 +7,7 @@ path parses line by line with the standard library to name the bad line and the 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
@@ -113,14 +114,14 @@ def read_split(
     )
     for chunk in iter_chunks(split, storage_options, chunk_bytes, quoted=False):
         try:
-            frame = pl.read_ndjson(chunk.data, schema=schema)
+            frame = pl.read_ndjson(io.BytesIO(chunk.data), schema=schema)
         except pl.exceptions.PolarsError as exc:
 
             def fail(offset: int, reason: str, raw: str, chunk: Chunk = chunk) -> None:
-                line = line_of(split, storage_options, chunk, offset)
+                line = line_of(split, storage_options, chunk.offset + offset)
                 raise BadRowError(f"{split.file.path}: line {line}: {reason}: {_shorten(raw)!r}")
 
-            _diagnose(chunk.data, schema, fail)
+            _diagnose(bytes(chunk.data), schema, fail)
             first = str(exc).strip().splitlines()[0]
             raise BadRowError(f"{split.describe()}: cannot parse JSON Lines ({first})") from None
         yield frame.select(wanted), chunk

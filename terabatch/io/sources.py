@@ -83,8 +83,10 @@ class JsonSource:
 def _line_origin(
     split: text.TextSplit, storage_options: dict, chunk: text.Chunk
 ) -> Callable[[], str]:
+    offset = chunk.offset  # not the chunk itself: its data is unmapped once parsed
+
     def origin() -> str:
-        return f"{split.file.path}, line {text.line_of(split, storage_options, chunk, 0)}"
+        return f"{split.file.path}, line {text.line_of(split, storage_options, offset)}"
 
     return origin
 

@@ -8,6 +8,7 @@ everything the two formats share: where a split starts, how lines are counted fo
 from __future__ import annotations
 
 import codecs
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -41,9 +42,13 @@ class TextSplit:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Whole records read from a split, and the offset of its first byte in the split."""
+    """Whole records read from a split, and the offset of its first byte in the split.
 
-    data: bytes
+    ``data`` is a memoryview of a mapped region for local uncompressed files: parse it before
+    asking for the next chunk, which unmaps it.
+    """
+
+    data: bytes | memoryview
     offset: int
 
 
@@ -93,6 +98,9 @@ def iter_chunks(
     split: TextSplit, storage_options: dict, chunk_bytes: int, quoted: bool
 ) -> Iterator[Chunk]:
     """Yield the split's records in chunks; line numbers are only counted when asked for."""
+    if split.end is not None and not quoted and _is_local(split.file.path):
+        yield from _mapped_chunks(split, chunk_bytes)
+        return
     with open_text(split.file, storage_options) as f:
         try:
             if split.end is None:
@@ -110,6 +118,46 @@ def iter_chunks(
             ) from None
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _mapped_chunks(split: TextSplit, chunk_bytes: int) -> Iterator[Chunk]:
+    """Chunks of a local file as views of memory-mapped regions: no read() copy.
+
+    Only one chunk is mapped at a time, so the resident file pages stay within one chunk.
+    """
+    assert split.end is not None
+    path = split.file.path.removeprefix("file://")
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+    except OSError as exc:
+        raise InputReadError(f"{path}: cannot read ({_reason(exc, split.file)})") from None
+    try:
+        pos, want = split.start, chunk_bytes
+        while pos < split.end:
+            stop = min(pos + want, split.end)
+            base = pos - pos % mmap.ALLOCATIONGRANULARITY
+            region = mmap.mmap(handle.fileno(), stop - base, offset=base, access=mmap.ACCESS_READ)
+            cut = stop if stop == split.end else region.rfind(b"\n", pos - base) + 1 + base
+            if cut <= base:
+                # One record longer than the chunk: map a larger region.
+                region.close()
+                want *= 2
+                continue
+            view = memoryview(region)[pos - base : cut - base]
+            try:
+                yield Chunk(view, pos - split.start)
+            finally:
+                view.release()
+                region.close()
+            pos, want = cut, chunk_bytes
+    except (OSError, ValueError) as exc:
+        raise InputReadError(f"{path}: cannot read ({_reason(exc, split.file)})") from None
+    finally:
+        handle.close()
+
+
 def _skip(f: BinaryIO, nbytes: int) -> None:
     while nbytes > 0:
         got = f.read(min(nbytes, 1 << 20))
@@ -118,12 +166,12 @@ def _skip(f: BinaryIO, nbytes: int) -> None:
         nbytes -= len(got)
 
 
-def line_of(split: TextSplit, storage_options: dict, chunk: Chunk, offset_in_chunk: int) -> int:
-    """The 1-based line number, in the whole file, of a byte inside a chunk of a split.
+def line_of(split: TextSplit, storage_options: dict, offset_in_split: int) -> int:
+    """The 1-based line number, in the whole file, of a byte of a split.
 
     Counting means reading the file up to that byte, so it only happens for error messages.
     """
-    remaining = split.start + chunk.offset + offset_in_chunk
+    remaining = split.start + offset_in_split
     newlines = 0
     with open_text(split.file, storage_options) as f:
         while remaining > 0:
