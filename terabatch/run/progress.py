@@ -12,7 +12,6 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
@@ -31,7 +30,9 @@ class StageProgress:
         self._last_line = self.started
         self._bar = None
         if reporter.rich is not None:
-            self._bar = reporter.rich.add_task(name, total=max(tasks, 1), rows="0", rate="")
+            self._bar = reporter.rich.add_task(
+                name, total=max(tasks, 1), rows="0", read=format_size(0), rate=""
+            )
 
     def advance(self, rows: int, nbytes: int) -> None:
         self.done += 1
@@ -40,7 +41,13 @@ class StageProgress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = f"{format_size(self.bytes_done / elapsed)}/s"
         if self._bar is not None and self.reporter.rich is not None:
-            self.reporter.rich.update(self._bar, advance=1, rows=f"{self.rows:,}", rate=rate)
+            self.reporter.rich.update(
+                self._bar,
+                advance=1,
+                rows=f"{self.rows:,}",
+                read=f"{format_size(self.bytes_done)}/{format_size(self.nbytes)}",
+                rate=rate,
+            )
         elif self.reporter.enabled:
             now = time.monotonic()
             if now - self._last_line >= PLAIN_EVERY_SECONDS or self.done == self.tasks:
@@ -61,11 +68,11 @@ class ProgressReporter:
         if enabled and self.stream.isatty():
             self.rich = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=16),
                 MofNCompleteColumn(),
-                TextColumn("tasks  {task.fields[rows]} rows  {task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[rows]} rows  {task.fields[read]}  {task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(compact=True),
                 console=Console(file=self.stream),
                 transient=False,
             )
