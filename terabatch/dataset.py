@@ -17,7 +17,19 @@ from terabatch.errors import TerabatchError
 from terabatch.explain import explain_plan
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
 from terabatch.plan.expressions import across_rows, input_columns
-from terabatch.plan.nodes import Drop, Filter, Head, MapBatches, Node, Rename, Select, WithColumns
+from terabatch.plan.nodes import (
+    Aggregate,
+    Drop,
+    Filter,
+    Head,
+    MapBatches,
+    Node,
+    Rename,
+    Select,
+    Unique,
+    WithColumns,
+    lineage,
+)
 from terabatch.plan.schema import apply_to_schema, output_schema
 from terabatch.run import job
 from terabatch.run.memory import parse_size
@@ -159,6 +171,42 @@ class Dataset:
         if n < 0:
             raise TerabatchError(f"head needs n >= 0, not {n}")
         return self._add(Head(self._plan, n))
+
+    # shuffles ------------------------------------------------------------------------------
+
+    def _before_shuffle(self, what: str) -> None:
+        for op in lineage(self._plan)[1]:
+            if isinstance(op, Head):
+                raise TerabatchError(f"{what} after head() is not supported; apply head() last")
+            if isinstance(op, Aggregate | Unique):
+                raise TerabatchError(
+                    f"{what} after a group_by or unique is not supported yet: one shuffle per "
+                    "pipeline; write the first result and read it back"
+                )
+
+    def group_by(self, *keys: IntoExpr | Sequence[IntoExpr]) -> GroupBy:
+        """Group rows by key columns or expressions; finish with ``.agg(...)``.
+
+        Every row of a key meets in one reduce task after a hash shuffle, so any Polars
+        aggregation is exact. Groups come out in no particular order.
+        """
+        built = _exprs(keys, {})
+        if not built:
+            raise TerabatchError("group_by needs at least one key")
+        self._before_shuffle("group_by")
+        return GroupBy(self, _row_wise("group_by", built))
+
+    def unique(self, subset: str | Sequence[str] | None = None, *, keep: str = "any") -> Dataset:
+        """Keep one row per distinct ``subset`` of columns (all columns by default).
+
+        ``keep`` is ``"first"`` or ``"last"`` (in input order), ``"any"``, or ``"none"`` (drop
+        every row whose key repeats). Rows come out in no particular order.
+        """
+        if keep not in ("first", "last", "any", "none"):
+            raise TerabatchError(f"keep must be 'first', 'last', 'any' or 'none', not {keep!r}")
+        columns = (subset,) if isinstance(subset, str) else tuple(subset) if subset else None
+        self._before_shuffle("unique")
+        return self._add(Unique(self._plan, columns, keep))
 
     # results -------------------------------------------------------------------------------
 
@@ -341,3 +389,25 @@ class Dataset:
     def explain(self, optimized: bool = True) -> str:
         """Describe the plan: operators, pushed-down columns and predicates, and the stages."""
         return explain_plan(self._plan, optimized)
+
+
+class GroupBy:
+    """The keys of a ``group_by``, waiting for their aggregations."""
+
+    def __init__(self, dataset: Dataset, keys: tuple[pl.Expr, ...]) -> None:
+        self._dataset, self._keys = dataset, keys
+
+    def agg(self, *aggs: IntoExpr | Sequence[IntoExpr], **named: Any) -> Dataset:
+        """Aggregate each group with Polars expressions: ``.agg(pl.col("v").sum(), n=pl.len())``.
+
+        >>> import tempfile, pathlib, polars as pl, terabatch as tb
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+        >>> _ = path.write_text("k,v\\na,1\\nb,2\\na,3\\n")
+        >>> out = tb.read_csv(path).group_by("k").agg(pl.col("v").sum()).collect()
+        >>> sorted(out.rows())
+        [('a', 4), ('b', 2)]
+        """
+        built = _exprs(aggs, named)
+        if not built:
+            raise TerabatchError("agg needs at least one expression")
+        return self._dataset._add(Aggregate(self._dataset._plan, self._keys, built))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from terabatch.plan.nodes import (
+    Aggregate,
     Drop,
     Filter,
     Head,
@@ -11,10 +12,12 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
+    Unique,
     WithColumns,
     lineage,
 )
 from terabatch.plan.optimize import optimize
+from terabatch.plan.stages import describe_shuffle
 from terabatch.run.memory import format_size
 
 
@@ -48,6 +51,11 @@ def describe_node(node: Node) -> str:
         return f"map_batches {node.name}{size}"
     if isinstance(node, Head):
         return f"head {node.n}"
+    if isinstance(node, Aggregate):
+        return f"group_by {_exprs(node.keys)} agg {_exprs(node.aggs)}"
+    if isinstance(node, Unique):
+        subset = ", ".join(node.subset) if node.subset is not None else "all columns"
+        return f"unique on {subset}, keep={node.keep}"
     raise TypeError(type(node).__name__)
 
 
@@ -69,9 +77,23 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
     lines = [describe_node(scan)]
     lines += ["  " + describe_node(op) for op in ops]
     if optimized:
-        heads = [op for op in ops if isinstance(op, Head)]
-        stage = "stage 1: streaming, no shuffle; operators fused into each task"
-        if heads:
-            stage += f"; the driver keeps the first {heads[0].n} rows in input order"
-        lines.append(stage)
+        lines += _stages(ops)
     return "\n".join(lines)
+
+
+def _stages(ops: list) -> list[str]:
+    heads = [op for op in ops if isinstance(op, Head)]
+    keep = f"; the driver keeps the first {heads[0].n} rows in input order" if heads else ""
+    shuffle = next((op for op in ops if isinstance(op, Aggregate | Unique)), None)
+    if shuffle is None:
+        return [f"stage 1: streaming, no shuffle; operators fused into each task{keep}"]
+    if isinstance(shuffle, Aggregate):
+        keys = _exprs(shuffle.keys)
+    else:
+        keys = ", ".join(shuffle.subset) if shuffle.subset is not None else "all columns"
+    return [
+        f"stage 1: map: operators before the shuffle, then hash shuffle on {keys} "
+        "(Arrow IPC files; partitions sized from the input and the memory budget)",
+        f"stage 2: reduce: {describe_shuffle(shuffle)} on each whole partition, then the "
+        f"operators after it{keep}",
+    ]

@@ -19,6 +19,7 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from terabatch.errors import TerabatchError
+from terabatch.io.shuffle import ShuffleSink, ShuffleWriter
 from terabatch.io.sinks import CollectSink, CountSink, FileSink, FileWriter, SpillSink, WrittenFile
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import compile_ops
@@ -115,6 +116,18 @@ def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
     elif isinstance(sink, SpillSink):
         assert attempt_dir is not None
         result.spill_path = _spill(out, attempt_dir, sink, result, task)
+    elif isinstance(sink, ShuffleSink):
+        assert attempt_dir is not None
+        shuffle = ShuffleWriter(sink, attempt_dir)
+        try:
+            for batch in out:
+                shuffle.write(batch.frame)
+                result.rows_out += batch.frame.height
+                _relieve_memory(task, result)
+        except BaseException:
+            shuffle.abort()
+            raise
+        result.extra["partition_bytes"] = shuffle.close()
     elif isinstance(sink, CountSink):
         for batch in out:
             result.rows_out += batch.frame.height

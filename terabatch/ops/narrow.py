@@ -14,7 +14,19 @@ import polars as pl
 
 from terabatch.errors import UserFunctionError
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Drop, Filter, MapBatches, Narrow, Rename, Select, WithColumns
+from terabatch.ops import shuffle as shuffle_ops
+from terabatch.plan.nodes import (
+    Aggregate,
+    Drop,
+    Filter,
+    MapBatches,
+    Narrow,
+    Rename,
+    Select,
+    Shuffle,
+    Unique,
+    WithColumns,
+)
 
 Step = Callable[[Iterator[Batch]], Iterator[Batch]]
 
@@ -100,16 +112,25 @@ def _map_step(op: MapBatches) -> Step:
     return step
 
 
-def compile_ops(ops: list[Narrow]) -> Step:
-    """Fuse a list of narrow operators (bottom first) into one streaming step."""
+def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
+    """Fuse a list of operators (bottom first) into one streaming step.
+
+    A shuffle operator here is the reduce side of its shuffle: its input is one whole partition.
+    """
     steps: list[Step] = []
     run: list[Narrow] = []
     for op in ops:
-        if isinstance(op, MapBatches):
+        if isinstance(op, MapBatches | Aggregate | Unique):
             if run:
                 steps.append(_polars_step(run))
                 run = []
-            steps.append(_map_step(op))
+            if isinstance(op, MapBatches):
+                steps.append(_map_step(op))
+            else:
+                reduce_op = (
+                    shuffle_ops.aggregate if isinstance(op, Aggregate) else shuffle_ops.unique
+                )
+                steps.append(lambda batches, op=op, fn=reduce_op: fn(op, batches))
         else:
             run.append(op)
     if run:

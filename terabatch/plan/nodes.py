@@ -75,12 +75,32 @@ class Head:
     n: int
 
 
-Node = Scan | Filter | WithColumns | Select | Drop | Rename | MapBatches | Head
+@dataclass(frozen=True, eq=False)
+class Aggregate:
+    """``group_by(keys).agg(aggs)``: needs every row of a key together, so a hash shuffle."""
+
+    child: Node
+    keys: tuple[pl.Expr, ...]
+    aggs: tuple[pl.Expr, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Unique:
+    """Keep one row per distinct ``subset`` (all columns when None), by ``keep``."""
+
+    child: Node
+    subset: tuple[str, ...] | None
+    keep: str
+
+
+Node = Scan | Filter | WithColumns | Select | Drop | Rename | MapBatches | Head | Aggregate | Unique
 
 Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head
 
+Shuffle = Aggregate | Unique
 
-def lineage(node: Node) -> tuple[Scan, list[Narrow]]:
+
+def lineage(node: Node) -> tuple[Scan, list[Narrow | Shuffle]]:
     """Split a linear plan into its scan and the operators above it, bottom first."""
     ops: list[Narrow] = []
     while not isinstance(node, Scan):
@@ -90,7 +110,7 @@ def lineage(node: Node) -> tuple[Scan, list[Narrow]]:
     return node, ops
 
 
-def rebuild(scan: Scan, ops: list[Narrow]) -> Node:
+def rebuild(scan: Scan, ops: list[Narrow | Shuffle]) -> Node:
     """Stack operators (bottom first) back onto a scan."""
     from dataclasses import replace
 

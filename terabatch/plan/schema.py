@@ -13,6 +13,7 @@ import polars as pl
 
 from terabatch.errors import SchemaError, suggest
 from terabatch.plan.nodes import (
+    Aggregate,
     Drop,
     Filter,
     Head,
@@ -21,6 +22,7 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
+    Unique,
     WithColumns,
 )
 
@@ -57,6 +59,11 @@ def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
             out = frame.rename(dict(node.mapping), strict=True)
         elif isinstance(node, Head):
             out = frame
+        elif isinstance(node, Aggregate):
+            out = frame.group_by(*node.keys).agg(*node.aggs)
+        elif isinstance(node, Unique):
+            subset = list(node.subset) if node.subset is not None else None
+            out = frame.unique(subset=subset, keep=node.keep)
         else:
             raise TypeError(f"not a narrow node: {type(node).__name__}")
         return out.collect_schema()

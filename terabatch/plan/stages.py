@@ -1,16 +1,36 @@
-"""Cut an optimized plan into tasks: one per split of the input, each a frozen description.
+"""Cut an optimized plan into stages of tasks, each task a frozen description.
 
-A narrow plan is one stage. ``head(n)`` ends the parallel part: every task stops after ``n``
-rows, the driver keeps the first ``n`` in input order and runs what follows ``head`` itself.
+A narrow plan is one stage, one task per input split. A ``group_by`` or ``unique`` adds a
+shuffle: the map stage runs the operators before it and hash-partitions rows on the keys; the
+reduce stage runs one task per partition with the operator and what follows it. ``head(n)`` ends
+the parallel part: every task stops after ``n`` rows, the driver keeps the first ``n`` in task
+order and runs what follows ``head`` itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import polars as pl
+
+from terabatch.errors import TerabatchError
+from terabatch.io.shuffle import ShufflePartition, ShuffleSink, ShuffleSource
 from terabatch.io.sinks import CollectSink, Sink
 from terabatch.io.sources import Source, Split
-from terabatch.plan.nodes import Head, Narrow, Node, Scan, lineage
+from terabatch.plan.expressions import output_name
+from terabatch.plan.nodes import (
+    Aggregate,
+    Head,
+    Narrow,
+    Node,
+    Scan,
+    Select,
+    Unique,
+    WithColumns,
+    lineage,
+)
+from terabatch.plan.precombine import split_aggregations
+from terabatch.plan.schema import output_schema
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,17 +57,27 @@ class Stage:
     """The tasks of one stage, and the operators the driver runs on their combined rows."""
 
     name: str
-    scan: Scan
     tasks: tuple[Task, ...]
-    driver_ops: tuple[Narrow, ...]
-    limit: int | None
+    driver_ops: tuple[Narrow, ...] = ()
+    limit: int | None = None
+    reads_input: bool = True
 
     @property
     def input_bytes(self) -> int:
         return sum(t.split.nbytes for t in self.tasks)
 
 
-def split_at_head(ops: list[Narrow]) -> tuple[list[Narrow], int | None, list[Narrow]]:
+@dataclass(frozen=True)
+class Sizes:
+    """How large to cut the work: splits, chunks, shuffle partitions, and the worker budget."""
+
+    split_bytes: int
+    chunk_bytes: int
+    partitions: int
+    memory_limit: int | None
+
+
+def split_at_head(ops: list) -> tuple[list, int | None, list]:
     """Operators for tasks (up to the first head), the head's n, and operators after it."""
     for i, op in enumerate(ops):
         if isinstance(op, Head):
@@ -55,31 +85,130 @@ def split_at_head(ops: list[Narrow]) -> tuple[list[Narrow], int | None, list[Nar
     return ops, None, []
 
 
-def plan_stage(
-    plan: Node, sink: Sink, split_bytes: int, chunk_bytes: int, memory_limit: int | None
-) -> Stage:
-    """The single stage of a narrow plan, with one task per input split."""
+def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -> list[Stage]:
+    """Cut a plan into stages: one, or a map and a reduce stage around a shuffle."""
     scan, ops = lineage(plan)
-    task_ops, limit, driver_ops = split_at_head(ops)
-    task_sink = CollectSink() if limit is not None and not isinstance(sink, CollectSink) else sink
-    splits = scan.source.splits(split_bytes, scan.predicate)
+    at = next((i for i, op in enumerate(ops) if isinstance(op, Aggregate | Unique)), None)
+    map_tasks = _scan_tasks(scan, sizes)
+    if at is None:
+        task_ops, limit, driver_ops = split_at_head(ops)
+        task_sink = (
+            CollectSink() if limit is not None and not isinstance(sink, CollectSink) else sink
+        )
+        tasks = tuple(
+            replace(t, ops=tuple(task_ops), limit=limit, sink=task_sink) for t in map_tasks
+        )
+        return [Stage(f"read {scan.source.format}", tasks, tuple(driver_ops), limit)]
+    if shuffle_dir is None:
+        raise ValueError("a plan with a shuffle needs a shuffle directory")
+    shuffle, before, after = ops[at], ops[:at], ops[at + 1 :]
+    if any(isinstance(op, Aggregate | Unique) for op in after):
+        raise TerabatchError("only one group_by or unique per pipeline is supported so far")
+    keys, prepare = _shuffle_keys(shuffle)
+    combine_map, combine_reduce = _precombine(shuffle, keys)
+    map_sink = ShuffleSink(shuffle_dir, keys, sizes.partitions)
+    mapped = tuple(
+        replace(t, ops=(*before, *prepare, *combine_map), sink=map_sink) for t in map_tasks
+    )
+    task_ops, limit, driver_ops = split_at_head([*combine_reduce, *after])
+    final_sink = _sink_before_head(sink, limit)
+    source = ShuffleSource(shuffle_dir, len(mapped))
+    reduced = tuple(
+        Task(
+            i,
+            source,
+            ShufflePartition(i),
+            None,
+            tuple(task_ops),
+            limit,
+            final_sink,
+            None,
+            sizes.chunk_bytes,
+            sizes.memory_limit,
+        )
+        for i in range(sizes.partitions)
+    )
+    keys_text = ", ".join(keys) if keys else "all columns"
+    return [
+        Stage(f"map {scan.source.format} -> shuffle on {keys_text}", mapped),
+        Stage(f"reduce: {describe_shuffle(shuffle)}", reduced, tuple(driver_ops), limit, False),
+    ]
+
+
+def _sink_before_head(sink: Sink, limit: int | None) -> Sink:
+    # Rows before a head come back to the driver, which keeps the first n in task order.
+    return CollectSink() if limit is not None and not isinstance(sink, CollectSink) else sink
+
+
+def describe_shuffle(op: Aggregate | Unique) -> str:
+    if isinstance(op, Aggregate):
+        return "group_by " + ", ".join(str(k) for k in op.keys)
+    subset = ", ".join(op.subset) if op.subset is not None else "all columns"
+    return f"unique on {subset} (keep={op.keep})"
+
+
+def _shuffle_keys(op: Aggregate | Unique) -> tuple[tuple[str, ...], tuple[Narrow, ...]]:
+    """Key column names to hash, and operators the map side runs to compute computed keys.
+
+    A computed key gets an internal name, so that ``group_by(pl.col("v") % 4)`` does not
+    overwrite the ``v`` its aggregations read; the reduce side renames it back.
+    """
+    if isinstance(op, Unique):
+        return (op.subset or ()), ()
+    if all(k.meta.is_column() for k in op.keys):
+        return tuple(output_name(k) for k in op.keys), ()
+    names = tuple(f"__terabatch_key{i}" for i in range(len(op.keys)))
+    computed = tuple(k.alias(n) for k, n in zip(op.keys, names, strict=True))
+    return names, (WithColumns(op.child, computed),)
+
+
+def _precombine(op: Aggregate | Unique, keys: tuple[str, ...]) -> tuple[tuple, tuple]:
+    """Operators for the map side (per batch) and the reduce side (per partition).
+
+    Decomposable aggregations and ``unique(keep != "none")`` shrink each batch before the
+    shuffle; everything else ships rows and is computed whole on the reduce side.
+    """
+    if isinstance(op, Unique):
+        per_batch = (op,) if op.keep != "none" else ()
+        return per_batch, (op,)
+    key_columns = tuple(pl.col(n) for n in keys)
+    named_keys = tuple(
+        pl.col(n).alias(output_name(k) or n) for n, k in zip(keys, op.keys, strict=True)
+    )
+    split = split_aggregations(op.aggs)
+    if split is None:
+        finals = tuple(pl.col(output_name(a)) for a in op.aggs)
+        return (), (replace(op, keys=key_columns), Select(op, (*named_keys, *finals)))
+    direct = output_schema(op)
+    final = tuple(f.cast(direct[output_name(f)]) if direct is not None else f for f in split.final)
+    return (
+        (replace(op, keys=key_columns, aggs=split.partial),),
+        (
+            replace(op, keys=key_columns, aggs=split.combine),
+            Select(op, (*named_keys, *final)),
+        ),
+    )
+
+
+def _scan_tasks(scan: Scan, sizes: Sizes) -> tuple[Task, ...]:
+    """One task per split of the input; operators and sink are filled in by the caller."""
+    splits = scan.source.splits(sizes.split_bytes, scan.predicate)
     bare = _without_file_list(scan.source)
-    tasks = tuple(
+    return tuple(
         Task(
             i,
             bare,
             split,
             scan.columns,
-            tuple(task_ops),
-            limit,
-            task_sink,
+            (),
             None,
-            chunk_bytes,
-            memory_limit,
+            CollectSink(),
+            None,
+            sizes.chunk_bytes,
+            sizes.memory_limit,
         )
         for i, split in enumerate(splits)
     )
-    return Stage(f"read {scan.source.format}", scan, tasks, tuple(driver_ops), limit)
 
 
 def _without_file_list(source: Source) -> Source:

@@ -22,13 +22,14 @@ from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
 from terabatch.io.commit import OutputCommit, new_job_id
+from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import compile_ops
 from terabatch.plan.nodes import Head, Node, lineage
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
-from terabatch.plan.stages import Stage, Task, plan_stage, split_at_head
+from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.progress import ProgressReporter
 from terabatch.run.summary import JobSummary
@@ -39,16 +40,21 @@ CHUNK_FACTOR = 8
 HEADROOM = 0.9
 MIN_CHUNK, MAX_CHUNK = 1 << 20, 32 << 20
 MIN_SPLIT, MAX_SPLIT = 8 << 20, 256 << 20
+MAX_PARTITION, MAX_PARTITIONS = 256 << 20, 1024
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: worker count, memory budget in bytes, progress display, retries."""
+    """How to run: worker count, memory budget in bytes, progress, retries, and where.
+
+    ``executor`` replaces the local worker processes (``InlineExecutor`` for tests).
+    """
 
     workers: int | None = None
     memory: int | None = None
     progress: bool = True
     max_retries: int = 3
+    executor: Executor | None = None
 
 
 @dataclass
@@ -57,6 +63,7 @@ class Sizing:
     chunk_bytes: int
     split_bytes: int
     worker_memory: int | None
+    partitions: int
 
 
 def size_job(options: RunOptions, input_bytes: int) -> Sizing:
@@ -84,7 +91,14 @@ def size_job(options: RunOptions, input_bytes: int) -> Sizing:
         room = worker_memory - WORKER_BASELINE - WORKER_FIXED
         chunk = max(MIN_CHUNK, min(MAX_CHUNK, int(room // CHUNK_FACTOR)))
     split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 16)))
-    return Sizing(workers, min(chunk, split), split, worker_memory)
+    # A reduce task holds its whole partition: a quarter of the worker's room per partition.
+    room = (
+        MAX_PARTITION
+        if worker_memory is None
+        else max(MIN_CHUNK, (worker_memory - WORKER_BASELINE - WORKER_FIXED) // 4)
+    )
+    partitions = max(workers, min(MAX_PARTITIONS, -(-input_bytes // room)))
+    return Sizing(workers, min(chunk, split), split, worker_memory, partitions)
 
 
 @dataclass
@@ -106,24 +120,33 @@ class Job:
         files = _scan_files(self.plan)
         self.input_bytes = sum(f.size for f in files)
         self.sizing = size_job(options, self.input_bytes)
+        executor = executor or options.executor
         if executor is None:
             split = self.sizing.split_bytes
             expected = sum(1 if f.compression else -(-f.size // split) for f in files)
             executor = LocalExecutor(max(1, min(self.sizing.workers, expected)))
             executor.start()
         self.executor = executor
+        self.scratch = tempfile.mkdtemp(prefix="terabatch-shuffle-")
+        sizes = Sizes(
+            self.sizing.split_bytes,
+            self.sizing.chunk_bytes,
+            self.sizing.partitions,
+            self.sizing.worker_memory,
+        )
         try:
-            self.stage: Stage = plan_stage(
-                self.plan,
-                sink,
-                self.sizing.split_bytes,
-                self.sizing.chunk_bytes,
-                self.sizing.worker_memory,
-            )
+            self.stages = plan_stages(self.plan, sink, sizes, self.scratch)
         except BaseException:
-            executor.close()
+            self.close()
             raise
-        self.summary = JobSummary(workers=self.executor.workers, tasks=len(self.stage.tasks))
+        self.stage: Stage = self.stages[-1]
+        tasks = sum(len(s.tasks) for s in self.stages)
+        self.summary = JobSummary(workers=self.executor.workers, tasks=tasks)
+
+    def close(self) -> None:
+        """Stop the workers and remove shuffle files."""
+        self.executor.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _pressure(self, monitor: MemoryMonitor) -> bool:
         return self.options.memory is not None and monitor.current > 0.85 * self.options.memory
@@ -135,14 +158,34 @@ class Job:
         dirs: Callable[[Task], tuple[str | None, str | None]],
         max_waiting: int | None = None,
     ) -> Iterator[TaskResult]:
-        """Run the stage's tasks, yielding results in task order and updating the summary."""
-        stage = self.stage
+        """Run every stage; yield the last stage's results in task order.
+
+        Earlier stages write shuffle files; their results only feed progress and the summary.
+        """
+        for stage in self.stages[:-1]:
+            for _ in self._run_stage(stage, monitor, reporter, self._shuffle_dirs, None):
+                pass
+        yield from self._run_stage(self.stage, monitor, reporter, dirs, max_waiting)
+
+    def _shuffle_dirs(self, task: Task) -> tuple[str, str]:
+        attempt = os.path.join(self.scratch, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
+        return attempt, map_dir(self.scratch, task.task_id)
+
+    def _run_stage(
+        self,
+        stage: Stage,
+        monitor: MemoryMonitor,
+        reporter: ProgressReporter,
+        dirs: Callable[[Task], tuple[str | None, str | None]],
+        max_waiting: int | None,
+    ) -> Iterator[TaskResult]:
         progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
 
         def on_result(result: TaskResult) -> None:
-            self.summary.rows_read += result.rows_in
-            self.summary.bytes_read += result.bytes_in
-            self.summary.row_groups_read += result.row_groups
+            if stage.reads_input:
+                self.summary.rows_read += result.rows_in
+                self.summary.bytes_read += result.bytes_in
+                self.summary.row_groups_read += result.row_groups
             progress.advance(result.rows_in, result.bytes_in)
 
         yield from iter_results(
@@ -202,7 +245,7 @@ def run(
                     frames.append(result.frame)
                 if job.stage.limit is not None and sum(f.height for f in frames) >= job.stage.limit:
                     break
-            job.executor.close()
+            job.close()
             if isinstance(sink, CollectSink) or job.stage.limit is not None:
                 outcome.frame = _finish_on_driver(job, frames)
                 outcome.count = outcome.frame.height
@@ -210,7 +253,7 @@ def run(
                 _commit(job, commit, outcome, manifest or {})
         job.summary.peak_memory = monitor.peak
     except BaseException as exc:
-        job.executor.close()
+        job.close()
         if commit is not None:
             commit.abort()
         if isinstance(exc, UserFunctionError | JobFailed):
@@ -268,7 +311,7 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
         yield from frame.to_arrow().to_batches() if frame is not None else []
         return
     job = Job(plan, SpillSink(), options)
-    scratch = tempfile.mkdtemp(prefix="terabatch-stream-")
+    scratch = os.path.join(job.scratch, "stream")
 
     def dirs(task: Task) -> tuple[str, str]:
         return (
@@ -291,5 +334,4 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
     except (UserFunctionError, JobFailed) as exc:
         raise _with_notes(exc) from None
     finally:
-        job.executor.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        job.close()

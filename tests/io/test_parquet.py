@@ -14,13 +14,15 @@ import terabatch as tb
 from terabatch.errors import InputReadError, SchemaError
 from terabatch.io.sinks import CollectSink
 from terabatch.plan.optimize import optimize
-from terabatch.plan.stages import plan_stage
+from terabatch.plan.stages import Sizes, plan_stages
 
 RUN = {"progress": False}
 
 
 def _tasks(ds: tb.Dataset, split_bytes: int = 1):
-    return plan_stage(optimize(ds._plan), CollectSink(), split_bytes, 1 << 20, None).tasks
+    return plan_stages(
+        optimize(ds._plan), CollectSink(), Sizes(split_bytes, 1 << 20, 1, None), None
+    )[0].tasks
 
 
 def test_row_group_splits_equal_polars(parquet_file: Path, tiny_splits) -> None:

@@ -23,7 +23,7 @@ import terabatch as tb
 from terabatch.io.sinks import CollectSink
 from terabatch.io.splits import iter_record_chunks, last_record_end, plan_ranges
 from terabatch.plan.optimize import optimize
-from terabatch.plan.stages import plan_stage
+from terabatch.plan.stages import Sizes, plan_stages
 
 RUN = {"progress": False}
 
@@ -214,7 +214,7 @@ def test_read_csv_with_newlines_in_values_equals_polars(
     path.write_bytes(_random_document(7, newline, bom, final_newline))
     tiny_splits(97, 41)
     ds = tb.read_csv(path, newlines_in_values=True)
-    tasks = plan_stage(optimize(ds._plan), CollectSink(), 97, 41, None).tasks
+    tasks = plan_stages(optimize(ds._plan), CollectSink(), Sizes(97, 41, 1, None), None)[0].tasks
     assert len(tasks) > 10
     expected = pl.read_csv(path)
     got = ds.collect(**RUN)

@@ -22,7 +22,7 @@ from terabatch.io.sinks import CollectSink
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import rebatch
 from terabatch.plan.optimize import optimize
-from terabatch.plan.stages import plan_stage
+from terabatch.plan.stages import Sizes, plan_stages
 
 RUN = {"progress": False}
 SPLIT, CHUNK = 1500, 600
@@ -37,7 +37,9 @@ def multi(csv_files: list[Path], tiny_splits) -> tuple[tb.Dataset, pl.LazyFrame]
 
 
 def _tasks(ds: tb.Dataset) -> int:
-    return len(plan_stage(optimize(ds._plan), CollectSink(), SPLIT, CHUNK, None).tasks)
+    return len(
+        plan_stages(optimize(ds._plan), CollectSink(), Sizes(SPLIT, CHUNK, 1, None), None)[0].tasks
+    )
 
 
 QUERIES: dict[str, Callable] = {

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from terabatch.plan.expressions import input_columns, output_name
 from terabatch.plan.nodes import (
+    Aggregate,
     Drop,
     Filter,
     Head,
@@ -13,6 +14,7 @@ from terabatch.plan.nodes import (
     Node,
     Rename,
     Select,
+    Unique,
     WithColumns,
     lineage,
     rebuild,
@@ -34,6 +36,10 @@ def _needed_below(op: Node, needed: set[str] | None) -> set[str] | None:
         return None
     if isinstance(op, Select):
         return _union_inputs(op.exprs, set())
+    if isinstance(op, Aggregate):
+        return _union_inputs((*op.keys, *op.aggs), set())
+    if isinstance(op, Unique):
+        return None if needed is None or op.subset is None else set(needed) | set(op.subset)
     if needed is None:
         return None
     if isinstance(op, WithColumns):

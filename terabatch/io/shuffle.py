@@ -1,0 +1,133 @@
+"""Hash shuffle files: map tasks write each row to one of P partitions; reduce task i reads all.
+
+A map task writes ``map-<task>/part-<p>.arrow`` (Arrow IPC, zstd) under the shuffle directory,
+one file per partition it has rows for. Partition numbers come from Polars' seeded hash of the
+key columns, which is the same in every process. A reduce task reads its partition from every
+map task in map-task order, so rows keep their input order within a partition: ``first``,
+``last`` and ``unique(keep="first")`` see the input as written.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+from fsspec.core import url_to_fs
+
+from terabatch.io.sources import Batch
+
+PARTITION_COLUMN = "__terabatch_partition"
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+@dataclass(frozen=True)
+class ShuffleSink:
+    """Hash-partition a map task's rows on ``keys`` (all columns if empty) into files."""
+
+    directory: str
+    keys: tuple[str, ...]
+    partitions: int
+
+
+def partition_of(frame: pl.DataFrame, keys: tuple[str, ...], partitions: int) -> pl.Series:
+    """The partition number of every row: a seeded hash of the keys, modulo ``partitions``.
+
+    >>> partition_of(pl.DataFrame({"k": ["a", "b", "a"]}), ("k",), 4).to_list()[0] in range(4)
+    True
+    """
+    columns = pl.struct(list(keys)) if keys else pl.struct(pl.all())
+    hashed = frame.select(columns.hash(seed=0) % partitions).to_series()
+    return hashed.alias(PARTITION_COLUMN)
+
+
+def map_dir(directory: str, task_id: int) -> str:
+    return posixpath.join(directory, f"map-{task_id:05d}")
+
+
+def partition_file(directory: str, task_id: int, partition: int) -> str:
+    return posixpath.join(map_dir(directory, task_id), f"part-{partition:05d}.arrow")
+
+
+class ShuffleWriter:
+    """One map task's partition files, opened as rows for them arrive."""
+
+    def __init__(self, sink: ShuffleSink, attempt_dir: str) -> None:
+        self.sink = sink
+        self.fs, self.root = url_to_fs(attempt_dir)
+        self.fs.makedirs(self.root, exist_ok=True)
+        self._writers: dict[int, tuple[object, pa.ipc.RecordBatchFileWriter, pa.Schema]] = {}
+        self.bytes_by_partition: dict[int, int] = {}
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        parts = frame.with_columns(partition_of(frame, self.sink.keys, self.sink.partitions))
+        for (number,), part in parts.partition_by(
+            PARTITION_COLUMN, as_dict=True, include_key=False, maintain_order=True
+        ).items():
+            table = part.to_arrow()
+            writer, schema = self._open(int(number), table.schema)
+            writer.write_table(table.cast(schema) if table.schema != schema else table)
+
+    def _open(self, number: int, schema: pa.Schema):
+        if number not in self._writers:
+            path = posixpath.join(self.root, f"part-{number:05d}.arrow")
+            handle = self.fs.open(path, "wb")
+            writer = pa.ipc.new_file(handle, schema, options=_IPC_OPTIONS)
+            self._writers[number] = (handle, writer, schema)
+        _, writer, schema = self._writers[number]
+        return writer, schema
+
+    def close(self) -> dict[int, int]:
+        """Finish every file; return the bytes written per partition."""
+        for number, (handle, writer, _) in sorted(self._writers.items()):
+            writer.close()
+            handle.close()
+            path = posixpath.join(self.root, f"part-{number:05d}.arrow")
+            self.bytes_by_partition[number] = self.fs.size(path)
+        self._writers.clear()
+        return self.bytes_by_partition
+
+    def abort(self) -> None:
+        for handle, writer, _ in self._writers.values():
+            try:
+                writer.close()
+            finally:
+                handle.close()
+        self._writers.clear()
+
+
+@dataclass(frozen=True)
+class ShufflePartition:
+    """Partition ``index`` of a shuffle: the split of one reduce task."""
+
+    index: int
+    nbytes: int = 0
+
+    def describe(self) -> str:
+        return f"shuffle partition {self.index}"
+
+
+@dataclass(frozen=True)
+class ShuffleSource:
+    """The rows a shuffle's map stage wrote, read back one whole partition at a time."""
+
+    directory: str
+    map_tasks: int
+    format: str = "shuffle"
+
+    def read(
+        self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
+    ) -> Iterator[Batch]:
+        fs, _ = url_to_fs(self.directory)
+        frames = []
+        for task_id in range(self.map_tasks):
+            path = partition_file(self.directory, task_id, split.index)
+            if fs.exists(path):
+                with fs.open(path, "rb") as handle:
+                    frames.append(pl.from_arrow(pa.ipc.open_file(handle).read_all()))
+        if frames:
+            yield Batch(pl.concat(frames, how="vertical_relaxed"), split.describe)

@@ -1,0 +1,26 @@
+"""Operators that run on one whole shuffle partition inside a reduce task.
+
+Every row of a key is in the same partition, so running Polars' own ``group_by`` or ``unique``
+on the partition gives the exact answer for any aggregation. ``maintain_order`` keeps the output
+order a function of the input order, so reruns write the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from terabatch.io.sources import Batch
+from terabatch.plan.nodes import Aggregate, Unique
+
+
+def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in batches:
+        frame = batch.frame.group_by(*op.keys, maintain_order=True).agg(*op.aggs)
+        yield Batch(frame, batch.origin)
+
+
+def unique(op: Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
+    subset = list(op.subset) if op.subset is not None else None
+    for batch in batches:
+        frame = batch.frame.unique(subset=subset, keep=op.keep, maintain_order=True)
+        yield Batch(frame, batch.origin)

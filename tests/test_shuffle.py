@@ -1,0 +1,197 @@
+"""group_by and unique through the hash shuffle, checked against Polars on the same data.
+
+Most cases run on the inline executor with tiny splits and many partitions, so that every row
+travels through map tasks, shuffle files and reduce tasks; a few run on worker processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+import terabatch as tb
+import terabatch.run.job as job_module
+from terabatch.errors import TerabatchError
+from terabatch.exec.inline import InlineExecutor
+from terabatch.io.sinks import CollectSink
+from terabatch.run.job import RunOptions, run
+
+INLINE = RunOptions(progress=False, executor=InlineExecutor())
+
+
+def collect_inline(ds: tb.Dataset) -> pl.DataFrame:
+    frame = run(ds._plan, CollectSink(), INLINE).frame
+    assert frame is not None
+    return frame
+
+
+@pytest.fixture
+def many_partitions(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> None:
+    tiny_splits(200)
+    monkeypatch.setattr(job_module, "MAX_PARTITION", 64)
+
+
+def same_rows(got: pl.DataFrame, want: pl.DataFrame, keys: list[str]) -> None:
+    assert_frame_equal(
+        got.sort(keys, nulls_last=True), want.sort(keys, nulls_last=True), check_exact=False
+    )
+
+
+def write_parquet(tmp_path: Path, frame: pl.DataFrame) -> Path:
+    path = tmp_path / "in.parquet"
+    frame.write_parquet(path, row_group_size=7)
+    return path
+
+
+KEYED = pl.DataFrame(
+    {
+        "s": ["a", None, "b", "a", "c", None, "b", "a", "a", "c"] * 3,
+        "i": [1, 2, None, 1, 3, 2, 2, 1, None, 3] * 3,
+        "f": [0.5, 1.5, 0.5, None, 2.5, 1.5, 0.5, 0.5, 2.5, None] * 3,
+        "d": [dt.date(2026, 1, 1 + n % 3) for n in range(30)],
+        "v": list(range(30)),
+        "w": [None if n % 7 == 0 else float(n) / 3 for n in range(30)],
+    }
+)
+
+AGGREGATIONS = [
+    pl.col("v").sum(),
+    pl.col("w").mean().alias("mean"),
+    pl.len().alias("n"),
+    pl.col("w").count().alias("count"),
+    pl.col("v").min().alias("min"),
+    pl.col("w").max().alias("max"),
+    pl.col("v").first().alias("first"),
+    pl.col("w").last().alias("last"),
+]
+HOLISTIC = [
+    pl.col("w").median().alias("median"),
+    pl.col("w").std().alias("std"),
+    pl.col("v").n_unique().alias("distinct"),
+    pl.col("v").quantile(0.25).alias("q"),
+    pl.corr("v", "w").alias("corr"),
+    pl.col("v").sort_by("w", descending=True).head(2).alias("top2"),
+    pl.col("v").implode().alias("all"),
+]
+
+
+@pytest.mark.parametrize("keys", [["s"], ["i"], ["f"], ["d"], ["s", "i"], ["d", "s", "f"]])
+@pytest.mark.parametrize("aggs", [AGGREGATIONS, HOLISTIC], ids=["decomposable", "holistic"])
+def test_group_by_equals_polars(tmp_path: Path, many_partitions, keys, aggs) -> None:
+    ds = tb.read_parquet(write_parquet(tmp_path, KEYED))
+    got = collect_inline(ds.group_by(*keys).agg(*aggs))
+    want = KEYED.group_by(keys, maintain_order=True).agg(*aggs)
+    same_rows(got, want, keys)
+
+
+def test_group_by_computed_key_then_narrow_ops(tmp_path: Path, many_partitions) -> None:
+    ds = tb.read_parquet(write_parquet(tmp_path, KEYED))
+    built = (
+        ds.filter(pl.col("v") > 3)
+        .group_by(pl.col("v") % 4)
+        .agg(total=pl.col("v").sum())
+        .with_columns(double=pl.col("total") * 2)
+        .filter(pl.col("total") > 10)
+    )
+    want = (
+        KEYED.filter(pl.col("v") > 3)
+        .group_by(pl.col("v") % 4)
+        .agg(total=pl.col("v").sum())
+        .with_columns(double=pl.col("total") * 2)
+        .filter(pl.col("total") > 10)
+    )
+    same_rows(collect_inline(built), want, ["v"])
+
+
+@pytest.mark.parametrize("keep", ["first", "last", "any", "none"])
+@pytest.mark.parametrize("subset", [None, ["s"], ["s", "i"], ["d"]])
+def test_unique_equals_polars(tmp_path: Path, many_partitions, keep, subset) -> None:
+    frame = KEYED.with_columns(v=pl.col("v") % 5) if subset is None else KEYED
+    ds = tb.read_parquet(write_parquet(tmp_path, frame))
+    got = collect_inline(ds.unique(subset, keep=keep))
+    want = frame.unique(subset, keep=keep, maintain_order=True)
+    if keep == "any":
+        # Which row of a key survives is unspecified; the keys and their count are not.
+        cols = subset or frame.columns
+        same_rows(got.select(cols), want.select(cols), cols)
+    else:
+        same_rows(got, want, frame.columns)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        KEYED.head(0),
+        KEYED.head(1),
+        KEYED.with_columns(s=pl.lit("same")),
+    ],
+    ids=["empty", "one row", "one key"],
+)
+def test_edge_inputs(tmp_path: Path, many_partitions, frame: pl.DataFrame) -> None:
+    ds = tb.read_parquet(write_parquet(tmp_path, frame))
+    got = collect_inline(ds.group_by("s").agg(*AGGREGATIONS))
+    same_rows(got, frame.group_by("s").agg(*AGGREGATIONS), ["s"])
+    got = collect_inline(ds.unique("s", keep="first"))
+    same_rows(got, frame.unique("s", keep="first", maintain_order=True), frame.columns)
+
+
+rows = st.lists(
+    st.tuples(
+        st.sampled_from(["x", "y", "z", None]),
+        st.integers(-3, 3) | st.none(),
+        st.integers(-100, 100),
+    ),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=rows, keep=st.sampled_from(["first", "last", "none"]))
+def test_property_group_by_and_unique(tmp_path: Path, many_partitions, rows, keep) -> None:
+    frame = pl.DataFrame(rows, schema={"k": pl.String, "j": pl.Int64, "v": pl.Int64}, orient="row")
+    ds = tb.read_parquet(write_parquet(tmp_path, frame))
+    aggs = [pl.col("v").sum(), pl.col("v").first().alias("f"), pl.len().alias("n")]
+    got = collect_inline(ds.group_by("k", "j").agg(*aggs))
+    same_rows(got, frame.group_by("k", "j").agg(*aggs), ["k", "j"])
+    got = collect_inline(ds.unique(["k", "j"], keep=keep))
+    same_rows(got, frame.unique(["k", "j"], keep=keep, maintain_order=True), frame.columns)
+
+
+def test_on_worker_processes_write_parquet(tmp_path: Path, tiny_splits, csv_file: Path) -> None:
+    tiny_splits(2_000)
+    ds = tb.read_csv(csv_file).group_by("group").agg(pl.col("value").sum(), pl.len())
+    summary = ds.write_parquet(tmp_path / "out", workers=2, progress=False)
+    got = pl.read_parquet(tmp_path / "out" / "*.parquet")
+    want = pl.read_csv(csv_file).group_by("group").agg(pl.col("value").sum(), pl.len())
+    same_rows(got, want, ["group"])
+    assert summary.rows_read == pl.read_csv(csv_file).height
+    assert summary.rows_written == want.height
+
+
+def test_explain_shows_the_shuffle(csv_file: Path) -> None:
+    text = tb.read_csv(csv_file).group_by("group").agg(pl.col("value").sum()).explain()
+    assert 'hash shuffle on col("group")' in text
+    assert "stage 2: reduce" in text
+    assert "columns [group, value]" in text
+    narrow = tb.read_csv(csv_file).select("value").explain()
+    assert "no shuffle" in narrow and "stage 2" not in narrow
+
+
+def test_bad_group_by_arguments(csv_file: Path) -> None:
+    ds = tb.read_csv(csv_file)
+    with pytest.raises(TerabatchError, match="not found"):
+        ds.group_by("nope").agg(pl.len())
+    with pytest.raises(TerabatchError, match="head"):
+        ds.head(3).group_by("group")
+    with pytest.raises(TerabatchError, match="one shuffle"):
+        ds.unique().group_by("group")
+    with pytest.raises(TerabatchError, match="keep"):
+        ds.unique(keep="middle")
