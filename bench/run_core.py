@@ -19,36 +19,37 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import polars as pl
-import psutil
+from common import (
+    REFERENCE,
+    STDERR_TAIL_CHARS,
+    TMP_DIR,
+    add_run_options,
+    ensure_data,
+    failure_status,
+    fmt,
+    machine_info,
+    markdown_table,
+    parquet_source,
+    remove_output,
+    report_header,
+    rotated,
+    run_measured,
+    shorten,
+    warm_page_cache,
+    write_results,
+)
 from contenders import CONTENDERS, TASKS
-from gen_groupby import default_path, generate, is_complete, parse_rows, rows_label
-from peak_rss import measure
+from gen_groupby import rows_label
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-DATA_DIR = BENCH_DIR / "data"
-RESULTS_DIR = BENCH_DIR / "results"
-TMP_DIR = RESULTS_DIR / "tmp"
-CONTENDER_SCRIPT = BENCH_DIR / "contenders.py"
-REFERENCE = "terabatch"
-PEER_PACKAGES = ("polars", "duckdb", "pandas", "pyarrow")
-STDERR_TAIL_CHARS = 2000
-TABLE_STATUS_CHARS = 120
+CONTENDER_SCRIPT = Path(__file__).resolve().parent / "contenders.py"
 
 
 @dataclass
@@ -88,56 +89,9 @@ class Summary:
     vs_terabatch: float | None
 
 
-def contender_env() -> dict[str, str]:
-    """Environment for contender subprocesses: the repo root first on PYTHONPATH."""
-    env = dict(os.environ)
-    paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return env
-
-
-def ensure_data(rows: int, seed: int) -> Path:
-    """Path of the input CSV for ``rows`` rows, generating it first if needed."""
-    path = default_path(rows, DATA_DIR)
-    if not is_complete(path, rows, seed):
-        print(f"generating {path} ...", flush=True)
-        start = time.perf_counter()
-        generate(rows, path, seed=seed, force=True)
-        print(f"generated {path} in {time.perf_counter() - start:.1f} s", flush=True)
-    return path
-
-
-def warm_page_cache(path: Path, block: int = 1 << 24) -> None:
-    """Read ``path`` once so that no contender pays for the cold read alone."""
-    with path.open("rb") as fh:
-        while fh.read(block):
-            pass
-
-
-def remove_output(path: Path) -> None:
-    """Delete an output file or directory if present."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
 def count_rows(path: Path) -> int:
     """Number of rows in a Parquet file or a directory of Parquet files (markers ignored)."""
-    source = path / "**" / "*.parquet" if path.is_dir() else path
-    return pl.scan_parquet(source).select(pl.len()).collect().item()
-
-
-def failure_status(returncode: int | None, stderr: str) -> str:
-    """Short status for a failed run: the exception line of its stderr, if any."""
-    if returncode is None:
-        return "timeout"
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if lines:
-        return f"error: {lines[-1]}"
-    if returncode < 0:
-        return f"error: killed by signal {-returncode}"
-    return f"error: exit code {returncode}"
+    return pl.scan_parquet(parquet_source(path)).select(pl.len()).collect().item()
 
 
 def contender_command(
@@ -163,12 +117,7 @@ def run_once(
     out = TMP_DIR / f"{contender}-{task}"
     remove_output(out)
     cmd = contender_command(contender, task, src, out, memory)
-    with tempfile.TemporaryFile() as err:
-        result = measure(
-            cmd, timeout=timeout, env=contender_env(), stdout=subprocess.DEVNULL, stderr=err
-        )
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
+    result, stderr = run_measured(cmd, timeout)
     status, rows_out = "ok", None
     if result.returncode == 0:
         try:
@@ -248,98 +197,41 @@ def _summarize_group(group: list[Run]) -> Summary:
     )
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def format_table(summaries: list[Summary]) -> str:
     """Markdown table of the summaries; ``peer/terabatch > 1`` means terabatch is faster."""
-    header = (
-        "| size | task | contender | wall s | input MB/s | peak tree RSS MiB | rows out "
-        "| status | peer/terabatch time |"
-    )
-    lines = [header, "| --- " * (header.count("|") - 1) + "|"]
-    for s in summaries:
-        cells = [
+    header = [
+        "size",
+        "task",
+        "contender",
+        "wall s",
+        "input MB/s",
+        "peak tree RSS MiB",
+        "rows out",
+        "status",
+        "peer/terabatch time",
+    ]
+    rows = [
+        [
             rows_label(s.rows),
             s.task,
             s.contender,
-            _fmt(s.wall_s, ".2f"),
-            _fmt(s.input_mb_s, ".1f"),
-            _fmt(s.peak_rss_mib, ".0f"),
-            _fmt(s.rows_out, ","),
-            _shorten(s.status.replace("|", "/"), TABLE_STATUS_CHARS),
-            _fmt(s.vs_terabatch, ".2f"),
+            fmt(s.wall_s, ".2f"),
+            fmt(s.input_mb_s, ".1f"),
+            fmt(s.peak_rss_mib, ".0f"),
+            fmt(s.rows_out, ","),
+            shorten(s.status),
+            fmt(s.vs_terabatch, ".2f"),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def terabatch_version() -> str:
-    """Version of terabatch as the contender subprocesses import it."""
-    code = "import terabatch; print(getattr(terabatch, '__version__', 'unknown'))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=contender_env(), capture_output=True, text=True
-    )
-    if proc.returncode == 0:
-        return proc.stdout.strip()
-    return "unavailable: " + failure_status(proc.returncode, proc.stderr)
-
-
-def git_revision() -> str:
-    """Current commit of the repository (with '-dirty' if modified), or 'none'."""
-    proc = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else "none"
-
-
-def machine_info() -> dict[str, object]:
-    """CPU, cores, RAM, OS and library versions."""
-    versions = {name: metadata.version(name) for name in PEER_PACKAGES}
-    versions["terabatch"] = terabatch_version()
-    return {
-        "cpu_model": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "git_revision": git_revision(),
-        "versions": versions,
-    }
+        for s in summaries
+    ]
+    return markdown_table(header, rows)
 
 
 def format_report(info: dict[str, object], args: argparse.Namespace, table: str) -> str:
     """Markdown report: command, machine and the results table."""
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return "\n".join(
         [
-            f"# terabatch core benchmark, {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            "",
-            f"- command: `python {' '.join(sys.argv)}`",
-            f"- terabatch memory budget: {args.memory or 'none'}; repetitions: {args.repeat}",
-            f"- CPU: {info['cpu_model']}; cores: {info['logical_cores']} logical, "
-            f"{info['physical_cores']} physical; RAM: {info['ram_gib']} GiB",
-            f"- OS: {info['os']}; Python {info['python']}; git: {info['git_revision']}",
-            f"- versions: {versions}",
+            *report_header("terabatch core benchmark", info, args),
             "",
             "wall s is the median over completed repetitions; peak tree RSS is the max.",
             "peer/terabatch time > 1 means terabatch is faster.",
@@ -348,29 +240,6 @@ def format_report(info: dict[str, object], args: argparse.Namespace, table: str)
             "",
         ]
     )
-
-
-def write_results(
-    info: dict[str, object],
-    args: argparse.Namespace,
-    runs: list[Run],
-    summaries: list[Summary],
-    table: str,
-) -> Path:
-    """Write ``core_<timestamp>.md`` and ``.json`` to the results directory; return the .md."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS_DIR / f"core_{time.strftime('%Y%m%d-%H%M%S')}"
-    payload = {
-        "command": sys.argv,
-        "args": vars(args),
-        "machine": info,
-        "summary": [asdict(s) for s in summaries],
-        "runs": [asdict(r) for r in runs],
-    }
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    report = stem.with_suffix(".md")
-    report.write_text(format_report(info, args, table))
-    return report
 
 
 def run_benchmark(args: argparse.Namespace) -> list[Run]:
@@ -382,8 +251,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
         warm_page_cache(src)
         for task in args.tasks:
             for rep in range(args.repeat):
-                shift = rep % len(args.contenders)
-                for contender in args.contenders[shift:] + args.contenders[:shift]:
+                for contender in rotated(args.contenders, rep):
                     run = run_once(contender, task, src, rows, rep, args.memory, args.timeout)
                     print(
                         f"{rows_label(rows)} {task} {contender} rep {rep}: "
@@ -397,13 +265,8 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=parse_rows, nargs="+", default=[10**7], help="e.g. 1e7 1e8")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
-    parser.add_argument("--memory", default=None, help="terabatch memory budget, e.g. 1GB")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds over all contenders")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
-    parser.add_argument("--seed", type=int, default=0, help="seed for generated data")
+    add_run_options(parser, list(CONTENDERS), memory=None)
     return parser.parse_args()
 
 
@@ -416,7 +279,15 @@ def main() -> None:
     table = format_table(summaries)
     print()
     print(table)
-    print(f"\nwritten: {write_results(info, args, runs, summaries, table)} (and .json)")
+    report = write_results(
+        "core",
+        format_report(info, args, table),
+        info,
+        args,
+        summary=[asdict(s) for s in summaries],
+        runs=[asdict(r) for r in runs],
+    )
+    print(f"\nwritten: {report} (and .json)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pyarrow as pa
 from terabatch.errors import TerabatchError
 from terabatch.explain import explain_plan
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
-from terabatch.plan.expressions import across_rows, input_columns
+from terabatch.plan.expressions import across_rows, input_columns, window_keys
 from terabatch.plan.nodes import (
     Aggregate,
     Drop,
@@ -27,6 +27,7 @@ from terabatch.plan.nodes import (
     Rename,
     Select,
     Unique,
+    Window,
     WithColumns,
     lineage,
 )
@@ -125,8 +126,29 @@ class Dataset:
         return self._add(Select(self._plan, built))
 
     def with_columns(self, *exprs: IntoExpr | Sequence[IntoExpr], **named: Any) -> Dataset:
-        """Add or replace columns: ``ds.with_columns(day=pl.col("ts").str.slice(0, 10))``."""
-        return self._add(WithColumns(self._plan, _row_wise("with_columns", _exprs(exprs, named))))
+        """Add or replace columns: ``ds.with_columns(day=pl.col("ts").str.slice(0, 10))``.
+
+        Window expressions (``pl.col("v").sum().over("k")``) are computed exactly after a
+        shuffle on their keys; rows then come out grouped by key, not in input order.
+        """
+        built = _exprs(exprs, named)
+        keys = set().union(*(window_keys(e) for e in built)) if built else set()
+        if not keys:
+            return self._add(WithColumns(self._plan, _row_wise("with_columns", built)))
+        if len(keys) > 1 or ("?",) in keys:
+            raise TerabatchError(
+                "the windows of one with_columns must all be over the same plain columns; "
+                f"found {sorted(keys)}: split them into separate steps"
+            )
+        for expr in built:
+            what = across_rows(expr, windows=True)
+            if what is not None:
+                raise TerabatchError(
+                    f"with_columns({expr}) uses {what} outside over(); only windows look "
+                    "across rows here"
+                )
+        self._before_shuffle("a window (over)")
+        return self._add(Window(self._plan, built, next(iter(keys))))
 
     def filter(self, *predicates: pl.Expr) -> Dataset:
         """Keep the rows where every predicate is true: ``ds.filter(pl.col("status") == 200)``."""
@@ -178,7 +200,7 @@ class Dataset:
         for op in lineage(self._plan)[1]:
             if isinstance(op, Head):
                 raise TerabatchError(f"{what} after head() is not supported; apply head() last")
-            if isinstance(op, Aggregate | Unique):
+            if isinstance(op, Aggregate | Unique | Window):
                 raise TerabatchError(
                     f"{what} after a group_by or unique is not supported yet: one shuffle per "
                     "pipeline; write the first result and read it back"

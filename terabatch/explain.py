@@ -13,6 +13,7 @@ from terabatch.plan.nodes import (
     Scan,
     Select,
     Unique,
+    Window,
     WithColumns,
     lineage,
 )
@@ -56,6 +57,8 @@ def describe_node(node: Node) -> str:
     if isinstance(node, Unique):
         subset = ", ".join(node.subset) if node.subset is not None else "all columns"
         return f"unique on {subset}, keep={node.keep}"
+    if isinstance(node, Window):
+        return f"with_columns (windows over {', '.join(node.keys)}) {_exprs(node.exprs)}"
     raise TypeError(type(node).__name__)
 
 
@@ -84,11 +87,13 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
 def _stages(ops: list) -> list[str]:
     heads = [op for op in ops if isinstance(op, Head)]
     keep = f"; the driver keeps the first {heads[0].n} rows in input order" if heads else ""
-    shuffle = next((op for op in ops if isinstance(op, Aggregate | Unique)), None)
+    shuffle = next((op for op in ops if isinstance(op, Aggregate | Unique | Window)), None)
     if shuffle is None:
         return [f"stage 1: streaming, no shuffle; operators fused into each task{keep}"]
     if isinstance(shuffle, Aggregate):
         keys = _exprs(shuffle.keys)
+    elif isinstance(shuffle, Window):
+        keys = ", ".join(shuffle.keys)
     else:
         keys = ", ".join(shuffle.subset) if shuffle.subset is not None else "all columns"
     return [

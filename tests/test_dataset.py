@@ -86,7 +86,7 @@ def test_workers_option(ds: tb.Dataset, frame: pl.DataFrame) -> None:
     "build",
     [
         lambda ds: ds.select(pl.col("value").sum()),
-        lambda ds: ds.with_columns(r=pl.col("value").rank().over("group")),
+        lambda ds: ds.with_columns(r=pl.col("value").rank()),
         lambda ds: ds.filter(pl.col("value") > pl.col("value").mean()),
         lambda ds: ds.select(pl.lit(1)),
     ],

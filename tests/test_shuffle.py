@@ -195,3 +195,34 @@ def test_bad_group_by_arguments(csv_file: Path) -> None:
         ds.unique().group_by("group")
     with pytest.raises(TerabatchError, match="keep"):
         ds.unique(keep="middle")
+
+
+WINDOWS = [
+    pl.col("v").sum().over("s").alias("total"),
+    pl.col("v").cum_sum().over("s").alias("running"),
+    (pl.col("w") - pl.col("w").mean().over("s")).alias("centered"),
+    pl.col("v").rank("ordinal").over("s").alias("rank"),
+]
+
+
+@pytest.mark.parametrize("exprs", [WINDOWS[:1], WINDOWS], ids=["sum", "mixed"])
+def test_window_over_equals_polars(tmp_path: Path, many_partitions, exprs) -> None:
+    ds = tb.read_parquet(write_parquet(tmp_path, KEYED))
+    got = collect_inline(ds.filter(pl.col("v") != 4).with_columns(*exprs))
+    want = KEYED.filter(pl.col("v") != 4).with_columns(*exprs)
+    # Order-dependent windows (cum_sum, rank by position) see rows in input order.
+    same_rows(got, want, ["v"])
+
+
+def test_window_over_two_keys(tmp_path: Path, many_partitions) -> None:
+    ds = tb.read_parquet(write_parquet(tmp_path, KEYED))
+    expr = pl.col("v").max().over("s", "i").alias("m")
+    same_rows(collect_inline(ds.with_columns(expr)), KEYED.with_columns(expr), ["v"])
+
+
+def test_windows_must_share_keys_and_stand_alone(csv_file: Path) -> None:
+    ds = tb.read_csv(csv_file)
+    with pytest.raises(TerabatchError, match="same plain columns"):
+        ds.with_columns(pl.col("value").sum().over("group"), pl.col("value").sum().over("id"))
+    with pytest.raises(TerabatchError, match="outside over"):
+        ds.with_columns(pl.col("value").sum().over("group") + pl.col("value").sum())

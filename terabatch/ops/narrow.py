@@ -25,6 +25,7 @@ from terabatch.plan.nodes import (
     Select,
     Shuffle,
     Unique,
+    Window,
     WithColumns,
 )
 
@@ -112,6 +113,9 @@ def _map_step(op: MapBatches) -> Step:
     return step
 
 
+_REDUCE = {Aggregate: shuffle_ops.aggregate, Unique: shuffle_ops.unique, Window: shuffle_ops.window}
+
+
 def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
     """Fuse a list of operators (bottom first) into one streaming step.
 
@@ -120,17 +124,14 @@ def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
     steps: list[Step] = []
     run: list[Narrow] = []
     for op in ops:
-        if isinstance(op, MapBatches | Aggregate | Unique):
+        if isinstance(op, MapBatches | Aggregate | Unique | Window):
             if run:
                 steps.append(_polars_step(run))
                 run = []
             if isinstance(op, MapBatches):
                 steps.append(_map_step(op))
             else:
-                reduce_op = (
-                    shuffle_ops.aggregate if isinstance(op, Aggregate) else shuffle_ops.unique
-                )
-                steps.append(lambda batches, op=op, fn=reduce_op: fn(op, batches))
+                steps.append(lambda batches, op=op: _REDUCE[type(op)](op, batches))
         else:
             run.append(op)
     if run:

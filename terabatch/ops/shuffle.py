@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Aggregate, Unique
+from terabatch.plan.nodes import Aggregate, Unique, Window
 
 
 def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -24,3 +24,8 @@ def unique(op: Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
     for batch in batches:
         frame = batch.frame.unique(subset=subset, keep=op.keep, maintain_order=True)
         yield Batch(frame, batch.origin)
+
+
+def window(op: Window, batches: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in batches:
+        yield Batch(batch.frame.with_columns(*op.exprs), batch.origin)

@@ -78,11 +78,13 @@ _ACROSS_ROWS = {
 _WITHIN_ROW = {"ListExpr", "StringExpr", "ArrayExpr", "StructExpr", "TemporalExpr"}
 
 
-def _across_rows(node: object, names_a_function: bool) -> str | None:
+def _across_rows(node: object, names_a_function: bool, windows: bool = False) -> str | None:
     """Search a serialized expression; bare strings only count where they name a function,
     so that a column called "Rank" is not mistaken for ``rank()``."""
     if isinstance(node, list):
-        return next((f for item in node if (f := _across_rows(item, names_a_function))), None)
+        return next(
+            (f for item in node if (f := _across_rows(item, names_a_function, windows))), None
+        )
     if isinstance(node, str):
         return _ACROSS_ROWS.get(node) if names_a_function else None
     if not isinstance(node, dict):
@@ -90,27 +92,62 @@ def _across_rows(node: object, names_a_function: bool) -> str | None:
     if "AnonymousFunction" in node and "ROW_SEPARABLE" not in json.dumps(node["AnonymousFunction"]):
         return "a function over whole batches (map_batches)"
     for key, value in node.items():
+        if key == "Over" and windows:
+            continue
         if key in _ACROSS_ROWS:
             return _ACROSS_ROWS[key]
         if key in _WITHIN_ROW or key in ("Column", "Columns", "Literal"):
             continue
-        found = _across_rows(value, names_a_function or key == "function")
+        found = _across_rows(value, names_a_function or key == "function", windows)
         if found:
             return found
     return None
 
 
-def across_rows(expr: pl.Expr) -> str | None:
+def across_rows(expr: pl.Expr, windows: bool = False) -> str | None:
     """What in an expression looks at other rows (an aggregation, a window, ...), or None.
+
+    With ``windows=True``, ``over()`` windows are allowed (they run after a shuffle on their
+    keys) and only what looks across rows outside them is reported.
 
     >>> across_rows(pl.col("a").str.to_uppercase() + "x") is None
     True
     >>> across_rows(pl.col("a").sum()), across_rows(pl.col("a").cum_sum().over("b"))
     ('an aggregation', 'a window (over)')
+    >>> across_rows(pl.col("a").sum().over("b") - pl.col("a"), windows=True) is None
+    True
     """
     try:
         tree = json.loads(expr.meta.serialize(format="json"))
     except Exception:
         return None
     # A whole expression can be a bare name, as pl.len() is.
-    return _across_rows(tree, names_a_function=isinstance(tree, str))
+    return _across_rows(tree, names_a_function=isinstance(tree, str), windows=windows)
+
+
+def window_keys(expr: pl.Expr) -> set[tuple[str, ...]]:
+    """The ``partition_by`` column lists of every ``over()`` in an expression.
+
+    >>> window_keys(pl.col("a").sum().over("b", "c") / pl.col("a").count().over("b", "c"))
+    {('b', 'c')}
+    """
+    found: set[tuple[str, ...]] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            over = node.get("Over")
+            if isinstance(over, dict):
+                parts = over.get("partition_by") or []
+                names = tuple(p.get("Column") if isinstance(p, dict) else None for p in parts)
+                found.add(names if all(isinstance(n, str) for n in names) else ("?",))
+            for value in node.values():
+                walk(value)
+
+    try:
+        walk(json.loads(expr.meta.serialize(format="json")))
+    except Exception:
+        return set()
+    return found

@@ -93,11 +93,32 @@ class Unique:
     keep: str
 
 
-Node = Scan | Filter | WithColumns | Select | Drop | Rename | MapBatches | Head | Aggregate | Unique
+@dataclass(frozen=True, eq=False)
+class Window:
+    """``with_columns`` holding ``over(keys)`` windows: computed per key after a shuffle."""
+
+    child: Node
+    exprs: tuple[pl.Expr, ...]
+    keys: tuple[str, ...]
+
+
+Node = (
+    Scan
+    | Filter
+    | WithColumns
+    | Select
+    | Drop
+    | Rename
+    | MapBatches
+    | Head
+    | Aggregate
+    | Unique
+    | Window
+)
 
 Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head
 
-Shuffle = Aggregate | Unique
+Shuffle = Aggregate | Unique | Window
 
 
 def lineage(node: Node) -> tuple[Scan, list[Narrow | Shuffle]]:

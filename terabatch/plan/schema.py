@@ -23,6 +23,7 @@ from terabatch.plan.nodes import (
     Scan,
     Select,
     Unique,
+    Window,
     WithColumns,
 )
 
@@ -61,6 +62,8 @@ def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
             out = frame
         elif isinstance(node, Aggregate):
             out = frame.group_by(*node.keys).agg(*node.aggs)
+        elif isinstance(node, Window):
+            out = frame.with_columns(*node.exprs)
         elif isinstance(node, Unique):
             subset = list(node.subset) if node.subset is not None else None
             out = frame.unique(subset=subset, keep=node.keep)

@@ -26,6 +26,7 @@ from terabatch.plan.nodes import (
     Scan,
     Select,
     Unique,
+    Window,
     WithColumns,
     lineage,
 )
@@ -88,7 +89,7 @@ def split_at_head(ops: list) -> tuple[list, int | None, list]:
 def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -> list[Stage]:
     """Cut a plan into stages: one, or a map and a reduce stage around a shuffle."""
     scan, ops = lineage(plan)
-    at = next((i for i, op in enumerate(ops) if isinstance(op, Aggregate | Unique)), None)
+    at = next((i for i, op in enumerate(ops) if isinstance(op, Aggregate | Unique | Window)), None)
     map_tasks = _scan_tasks(scan, sizes)
     if at is None:
         task_ops, limit, driver_ops = split_at_head(ops)
@@ -102,7 +103,7 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     if shuffle_dir is None:
         raise ValueError("a plan with a shuffle needs a shuffle directory")
     shuffle, before, after = ops[at], ops[:at], ops[at + 1 :]
-    if any(isinstance(op, Aggregate | Unique) for op in after):
+    if any(isinstance(op, Aggregate | Unique | Window) for op in after):
         raise TerabatchError("only one group_by or unique per pipeline is supported so far")
     keys, prepare = _shuffle_keys(shuffle)
     combine_map, combine_reduce = _precombine(shuffle, keys)
@@ -140,14 +141,16 @@ def _sink_before_head(sink: Sink, limit: int | None) -> Sink:
     return CollectSink() if limit is not None and not isinstance(sink, CollectSink) else sink
 
 
-def describe_shuffle(op: Aggregate | Unique) -> str:
+def describe_shuffle(op: Aggregate | Unique | Window) -> str:
     if isinstance(op, Aggregate):
         return "group_by " + ", ".join(str(k) for k in op.keys)
+    if isinstance(op, Window):
+        return f"with_columns {', '.join(str(e) for e in op.exprs)}"
     subset = ", ".join(op.subset) if op.subset is not None else "all columns"
     return f"unique on {subset} (keep={op.keep})"
 
 
-def _shuffle_keys(op: Aggregate | Unique) -> tuple[tuple[str, ...], tuple[Narrow, ...]]:
+def _shuffle_keys(op: Aggregate | Unique | Window) -> tuple[tuple[str, ...], tuple[Narrow, ...]]:
     """Key column names to hash, and operators the map side runs to compute computed keys.
 
     A computed key gets an internal name, so that ``group_by(pl.col("v") % 4)`` does not
@@ -155,6 +158,8 @@ def _shuffle_keys(op: Aggregate | Unique) -> tuple[tuple[str, ...], tuple[Narrow
     """
     if isinstance(op, Unique):
         return (op.subset or ()), ()
+    if isinstance(op, Window):
+        return op.keys, ()
     if all(k.meta.is_column() for k in op.keys):
         return tuple(output_name(k) for k in op.keys), ()
     names = tuple(f"__terabatch_key{i}" for i in range(len(op.keys)))
@@ -162,12 +167,14 @@ def _shuffle_keys(op: Aggregate | Unique) -> tuple[tuple[str, ...], tuple[Narrow
     return names, (WithColumns(op.child, computed),)
 
 
-def _precombine(op: Aggregate | Unique, keys: tuple[str, ...]) -> tuple[tuple, tuple]:
+def _precombine(op: Aggregate | Unique | Window, keys: tuple[str, ...]) -> tuple[tuple, tuple]:
     """Operators for the map side (per batch) and the reduce side (per partition).
 
     Decomposable aggregations and ``unique(keep != "none")`` shrink each batch before the
     shuffle; everything else ships rows and is computed whole on the reduce side.
     """
+    if isinstance(op, Window):
+        return (), (op,)
     if isinstance(op, Unique):
         per_batch = (op,) if op.keep != "none" else ()
         return per_batch, (op,)

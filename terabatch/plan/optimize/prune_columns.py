@@ -15,6 +15,7 @@ from terabatch.plan.nodes import (
     Rename,
     Select,
     Unique,
+    Window,
     WithColumns,
     lineage,
     rebuild,
@@ -42,6 +43,10 @@ def _needed_below(op: Node, needed: set[str] | None) -> set[str] | None:
         return None if needed is None or op.subset is None else set(needed) | set(op.subset)
     if needed is None:
         return None
+    if isinstance(op, Window):
+        produced = {output_name(e) for e in op.exprs}
+        kept = {n for n in needed if n not in produced} | set(op.keys)
+        return _union_inputs(op.exprs, kept)
     if isinstance(op, WithColumns):
         produced = {output_name(e) for e in op.exprs}
         return _union_inputs(op.exprs, {n for n in needed if n not in produced})

@@ -1,0 +1,486 @@
+"""Group-by benchmark: the ten db-benchmark questions, terabatch against its peers.
+
+For every input size and question, the contenders are run round-robin within each repetition
+(the starting contender rotates between repetitions), each as a separate subprocess of
+``groupby_contenders.py`` so that wall time and peak RSS of its whole process tree are
+measured for that question alone (see ``peak_rss.py``). The input CSV is read once before
+timing so that every contender starts with it in the page cache.
+
+After each round the answers are checked against DuckDB's: sorted by the keys, keys equal,
+values equal within a tolerance (q8: the sorted values of every key). DuckDB's answer is the
+first one its contender produced for that size and question; if duckdb is not among the
+contenders (or has not run yet), it is computed once, unmeasured. Answers go to
+``bench/results/tmp`` and are deleted after the check.
+
+A table is printed and written to ``bench/results/groupby_<timestamp>.md``; the raw runs,
+summary and machine info go to ``groupby_<timestamp>.json``.
+
+Usage:
+    python bench/run_groupby.py --rows 1e7
+    python bench/run_groupby.py --rows 1e7 1e8 --questions q1 q6 --contenders terabatch polars
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+from common import (
+    REFERENCE,
+    STDERR_TAIL_CHARS,
+    TMP_DIR,
+    add_run_options,
+    contender_env,
+    ensure_data,
+    failure_status,
+    fmt,
+    machine_info,
+    markdown_table,
+    parquet_source,
+    remove_output,
+    report_header,
+    rotated,
+    run_measured,
+    shorten,
+    warm_page_cache,
+    write_results,
+)
+from gen_groupby import rows_label
+from groupby_contenders import CONTENDERS, QUESTIONS
+
+CONTENDER_SCRIPT = Path(__file__).resolve().parent / "groupby_contenders.py"
+ANSWER_KEY = "duckdb"
+REFERENCE_DIR = TMP_DIR / "reference"
+RTOL = 1e-9
+ATOL = 1e-12
+DEFAULT_MEMORY = "2GB"
+
+
+@dataclass
+class Run:
+    """One measured run of one contender on one question and input size.
+
+    ``rows_out`` is set when the run exited 0 and its answer could be read back; such a run
+    is timed even if ``status`` says its answer is wrong.
+    """
+
+    rows: int
+    question: str
+    contender: str
+    rep: int
+    wall_s: float
+    peak_rss_bytes: int
+    returncode: int | None
+    status: str
+    rows_out: int | None
+    stderr_tail: str
+
+
+@dataclass
+class Summary:
+    """All repetitions of one (size, question, contender) combined."""
+
+    rows: int
+    question: str
+    contender: str
+    runs: int
+    wall_s: float | None
+    peak_rss_mib: float
+    rows_out: int | None
+    status: str
+    vs_terabatch: float | None
+
+
+@dataclass
+class Total:
+    """One contender over all questions of one size.
+
+    ``wall_s`` sums the questions it answered correctly; ``vs_terabatch`` compares sums over
+    the questions that both it and terabatch answered correctly.
+    """
+
+    rows: int
+    contender: str
+    questions: int
+    questions_ok: int
+    wall_s: float
+    peak_rss_mib: float
+    vs_terabatch: float | None
+
+
+# answers ---------------------------------------------------------------------------------------
+
+
+class MissingColumnsError(ValueError):
+    """An answer lacks some of the question's result columns."""
+
+
+def read_answer(path: Path, question: str) -> pl.DataFrame:
+    """An answer, one row per key (q8: per key and value), sorted, keys and results only."""
+    q = QUESTIONS[question]
+    frame = pl.read_parquet(parquet_source(path))
+    missing = [c for c in q.columns if c not in frame.columns]
+    if missing:
+        raise MissingColumnsError(f"columns {missing} missing (got {frame.columns})")
+    frame = frame.select(q.columns)
+    order = list(q.keys)
+    if q.top2:
+        (value,) = q.outputs
+        if isinstance(frame.schema[value], pl.List | pl.Array):
+            frame = frame.explode(value)
+        order.append(value)
+    return frame.sort(order)
+
+
+def _difference(what: str, answer: pl.DataFrame, expected: pl.DataFrame, bad: pl.Series) -> str:
+    index = int(bad.arg_true()[0])
+    return (
+        f"{what} differs in {bad.sum():,} rows, first: expected "
+        f"{expected.row(index, named=True)}, got {answer.row(index)}"
+    )
+
+
+def compare_answers(answer: pl.DataFrame, expected: pl.DataFrame, question: str) -> str | None:
+    """None if ``answer`` equals ``expected`` (both from ``read_answer``), else what differs."""
+    q = QUESTIONS[question]
+    if answer.height != expected.height:
+        return f"{answer.height:,} rows, expected {expected.height:,}"
+    for key in q.keys:
+        got = answer[key].cast(expected.schema[key], strict=False)
+        bad = got.ne_missing(expected[key])
+        if bad.any():
+            return _difference(f"key {key}", answer, expected, bad)
+    for column in q.outputs:
+        got = answer[column].cast(pl.Float64, strict=False).fill_nan(None)
+        want = expected[column].cast(pl.Float64, strict=False).fill_nan(None)
+        close = ((got - want).abs() <= ATOL + RTOL * want.abs()).fill_null(False)
+        bad = ~(close | (got.is_null() & want.is_null()))
+        if bad.any():
+            return _difference(column, answer, expected, bad)
+    return None
+
+
+def check_answer(out: Path, reference: Path, question: str) -> tuple[str, int | None]:
+    """Status (``ok`` or ``wrong answer: ...``) and row count of the answer at ``out``."""
+    try:
+        answer = read_answer(out, question)
+    except MissingColumnsError as exc:
+        return f"wrong answer: {exc}", None
+    except Exception as exc:  # any unreadable answer makes the run a failure
+        return f"error: unreadable answer: {exc}".splitlines()[0], None
+    difference = compare_answers(answer, read_answer(reference, question), question)
+    status = "ok" if difference is None else f"wrong answer: {difference}"
+    return status, answer.height
+
+
+class ReferenceAnswers:
+    """DuckDB's answer per size and question, kept until the end of the benchmark."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._failures: dict[tuple[int, str], str] = {}
+        REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
+
+    def path(self, rows: int, question: str) -> Path:
+        return REFERENCE_DIR / f"{rows_label(rows)}-{question}.parquet"
+
+    def adopt(self, rows: int, question: str, out: Path) -> None:
+        """Keep a measured duckdb answer as the reference, if there is none yet."""
+        path = self.path(rows, question)
+        if not path.exists():
+            shutil.copyfile(out, path)
+
+    def get(self, rows: int, question: str, src: Path) -> Path | str:
+        """The reference answer's path, computing it if needed; or why there is none."""
+        path = self.path(rows, question)
+        if path.exists():
+            return path
+        if (rows, question) not in self._failures:
+            self._failures[(rows, question)] = self._compute(question, src, path)
+        return path if path.exists() else self._failures[(rows, question)]
+
+    def _compute(self, question: str, src: Path, path: Path) -> str:
+        print(f"computing the reference answer for {question} with {ANSWER_KEY} ...", flush=True)
+        partial = path.with_name(path.name + ".partial")
+        remove_output(partial)
+        cmd = contender_command(ANSWER_KEY, question, src, partial, None)
+        try:
+            proc = subprocess.run(
+                cmd, env=contender_env(), capture_output=True, text=True, timeout=self._timeout
+            )
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        if proc.returncode == 0:
+            partial.replace(path)
+        return failure_status(proc.returncode, proc.stderr)
+
+
+# runs ------------------------------------------------------------------------------------------
+
+
+def contender_command(
+    contender: str, question: str, src: Path, out: Path, memory: str | None
+) -> list[str]:
+    """Command line that runs one contender on one question."""
+    cmd = [sys.executable, str(CONTENDER_SCRIPT), contender, question, str(src), str(out)]
+    if contender == REFERENCE and memory is not None:
+        cmd += ["--memory", memory]
+    return cmd
+
+
+def output_path(contender: str, question: str) -> Path:
+    return TMP_DIR / f"{contender}-{question}"
+
+
+def run_once(
+    contender: str, question: str, src: Path, rows: int, rep: int, args: argparse.Namespace
+) -> Run:
+    """Measure one contender on one question; its answer is left for ``check_round``."""
+    out = output_path(contender, question)
+    remove_output(out)
+    cmd = contender_command(contender, question, src, out, args.memory)
+    result, stderr = run_measured(cmd, args.timeout)
+    ok = result.returncode == 0
+    return Run(
+        rows=rows,
+        question=question,
+        contender=contender,
+        rep=rep,
+        wall_s=result.wall_s,
+        peak_rss_bytes=result.peak_rss_bytes,
+        returncode=result.returncode,
+        status="ok" if ok else failure_status(result.returncode, stderr),
+        rows_out=None,
+        stderr_tail=stderr[-STDERR_TAIL_CHARS:],
+    )
+
+
+def check_round(round_runs: list[Run], src: Path, references: ReferenceAnswers) -> None:
+    """Check the answers of one round against DuckDB's, then delete them."""
+    for run in round_runs:
+        if run.contender == ANSWER_KEY and run.returncode == 0:
+            references.adopt(run.rows, run.question, output_path(run.contender, run.question))
+    for run in round_runs:
+        out = output_path(run.contender, run.question)
+        if run.returncode == 0:
+            reference = references.get(run.rows, run.question, src)
+            if isinstance(reference, Path):
+                run.status, run.rows_out = check_answer(out, reference, run.question)
+            else:
+                run.status = f"unchecked: no {ANSWER_KEY} answer ({reference})"
+        remove_output(out)
+        print(
+            f"{rows_label(run.rows)} {run.question} {run.contender} rep {run.rep}: "
+            f"{run.wall_s:.2f} s, {run.peak_rss_bytes / 2**20:.0f} MiB, {run.status}",
+            flush=True,
+        )
+
+
+def run_benchmark(args: argparse.Namespace) -> list[Run]:
+    """All runs: per size and question, ``repeat`` rounds over the contenders (rotated)."""
+    runs: list[Run] = []
+    TMP_DIR.mkdir(parents=True, exist_ok=True)
+    references = ReferenceAnswers(args.timeout)
+    try:
+        for rows in args.rows:
+            src = ensure_data(rows, args.seed)
+            warm_page_cache(src)
+            for question in args.questions:
+                for rep in range(args.repeat):
+                    round_runs = [
+                        run_once(contender, question, src, rows, rep, args)
+                        for contender in rotated(args.contenders, rep)
+                    ]
+                    check_round(round_runs, src, references)
+                    runs += round_runs
+    finally:
+        shutil.rmtree(TMP_DIR, ignore_errors=True)
+    return runs
+
+
+# summary and report ----------------------------------------------------------------------------
+
+
+def summarize(runs: list[Run]) -> list[Summary]:
+    """Median wall time and max peak RSS per (size, question, contender)."""
+    groups: dict[tuple[int, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.rows, run.question, run.contender), []).append(run)
+    summaries = [_summarize_group(group) for group in groups.values()]
+    reference = {
+        (s.rows, s.question): s.wall_s
+        for s in summaries
+        if s.contender == REFERENCE and s.status == "ok"
+    }
+    for s in summaries:
+        ref_wall = reference.get((s.rows, s.question))
+        if ref_wall and s.wall_s is not None and s.status == "ok":
+            s.vs_terabatch = s.wall_s / ref_wall
+    return summaries
+
+
+def _summarize_group(group: list[Run]) -> Summary:
+    done = [run for run in group if run.returncode == 0]
+    failed = [run for run in group if run.status != "ok"]
+    first = group[0]
+    if not failed:
+        status = "ok"
+    elif len(group) == 1:
+        status = failed[0].status
+    else:
+        status = f"{len(group) - len(failed)}/{len(group)} ok; {failed[0].status}"
+    return Summary(
+        rows=first.rows,
+        question=first.question,
+        contender=first.contender,
+        runs=len(group),
+        wall_s=statistics.median(run.wall_s for run in done) if done else None,
+        peak_rss_mib=max(run.peak_rss_bytes for run in done or group) / 2**20,
+        rows_out=next((run.rows_out for run in done if run.rows_out is not None), None),
+        status=status,
+        vs_terabatch=None,
+    )
+
+
+def totals(summaries: list[Summary]) -> list[Total]:
+    """Per size and contender: questions answered correctly, their summed time, peak RSS."""
+    result = []
+    sizes = dict.fromkeys(s.rows for s in summaries)
+    contenders = dict.fromkeys(s.contender for s in summaries)
+    for rows in sizes:
+        ok_walls = {
+            (s.contender, s.question): s.wall_s
+            for s in summaries
+            if s.rows == rows and s.status == "ok" and s.wall_s is not None
+        }
+        reference = {q: w for (c, q), w in ok_walls.items() if c == REFERENCE}
+        for contender in contenders:
+            mine = [s for s in summaries if s.rows == rows and s.contender == contender]
+            walls = {q: w for (c, q), w in ok_walls.items() if c == contender}
+            common = [q for q in walls if q in reference]
+            ref_sum = sum(reference[q] for q in common)
+            result.append(
+                Total(
+                    rows=rows,
+                    contender=contender,
+                    questions=len(mine),
+                    questions_ok=len(walls),
+                    wall_s=sum(walls.values()),
+                    peak_rss_mib=max(s.peak_rss_mib for s in mine),
+                    vs_terabatch=sum(walls[q] for q in common) / ref_sum if ref_sum else None,
+                )
+            )
+    return result
+
+
+def format_table(summaries: list[Summary]) -> str:
+    """Per-question table; ``peer/terabatch > 1`` means terabatch is faster."""
+    header = [
+        "size",
+        "question",
+        "contender",
+        "wall s",
+        "peak tree RSS MiB",
+        "rows out",
+        "status",
+        "peer/terabatch time",
+    ]
+    rows = [
+        [
+            rows_label(s.rows),
+            f"{s.question}: {QUESTIONS[s.question].title}",
+            s.contender,
+            fmt(s.wall_s, ".2f"),
+            fmt(s.peak_rss_mib, ".0f"),
+            fmt(s.rows_out, ","),
+            shorten(s.status),
+            fmt(s.vs_terabatch, ".2f"),
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows)
+
+
+def format_totals(total_rows: list[Total]) -> str:
+    """Totals table: one row per size and contender."""
+    header = [
+        "size",
+        "contender",
+        "questions ok",
+        "total wall s (ok questions)",
+        "max peak tree RSS MiB",
+        "peer/terabatch time (questions ok for both)",
+    ]
+    rows = [
+        [
+            rows_label(t.rows),
+            t.contender,
+            f"{t.questions_ok}/{t.questions}",
+            fmt(t.wall_s, ".2f"),
+            fmt(t.peak_rss_mib, ".0f"),
+            fmt(t.vs_terabatch, ".2f"),
+        ]
+        for t in total_rows
+    ]
+    return markdown_table(header, rows)
+
+
+def format_report(
+    info: dict[str, object], args: argparse.Namespace, table: str, total_table: str
+) -> str:
+    """Markdown report: command, machine, the per-question table and the totals."""
+    return "\n".join(
+        [
+            *report_header("terabatch group-by benchmark", info, args),
+            "",
+            "wall s is the median over completed repetitions; peak tree RSS is the max.",
+            f"Answers are checked against {ANSWER_KEY}'s first answer to the same question.",
+            "peer/terabatch time > 1 means terabatch is faster; it is only given when both",
+            "answers are correct.",
+            "",
+            table,
+            "",
+            total_table,
+            "",
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", nargs="+", choices=QUESTIONS, default=list(QUESTIONS))
+    add_run_options(parser, list(CONTENDERS), memory=DEFAULT_MEMORY)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    info = machine_info()
+    runs = run_benchmark(args)
+    summaries = summarize(runs)
+    total_rows = totals(summaries)
+    table, total_table = format_table(summaries), format_totals(total_rows)
+    print()
+    print(table)
+    print()
+    print(total_table)
+    report = write_results(
+        "groupby",
+        format_report(info, args, table, total_table),
+        info,
+        args,
+        summary=[asdict(s) for s in summaries],
+        totals=[asdict(t) for t in total_rows],
+        runs=[asdict(r) for r in runs],
+    )
+    print(f"\nwritten: {report} (and .json)")
+
+
+if __name__ == "__main__":
+    main()
