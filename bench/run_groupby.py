@@ -109,7 +109,7 @@ class Total:
     contender: str
     questions: int
     questions_ok: int
-    wall_s: float
+    wall_s: float | None
     peak_rss_mib: float
     vs_terabatch: float | None
 
@@ -371,7 +371,7 @@ def totals(summaries: list[Summary]) -> list[Total]:
                     contender=contender,
                     questions=len(mine),
                     questions_ok=len(walls),
-                    wall_s=sum(walls.values()),
+                    wall_s=sum(walls.values()) if walls else None,
                     peak_rss_mib=max(s.peak_rss_mib for s in mine),
                     vs_terabatch=sum(walls[q] for q in common) / ref_sum if ref_sum else None,
                 )

@@ -26,6 +26,7 @@ from terabatch.plan.nodes import (
     Node,
     Rename,
     Select,
+    TopK,
     Unique,
     Window,
     WithColumns,
@@ -194,12 +195,33 @@ class Dataset:
             raise TerabatchError(f"head needs n >= 0, not {n}")
         return self._add(Head(self._plan, n))
 
+    def top_k(self, k: int, *, by: IntoExpr | Sequence[IntoExpr]) -> Dataset:
+        """The ``k`` rows with the largest ``by`` values, without sorting everything.
+
+        Each task keeps its own top ``k``; the driver picks the top ``k`` of those.
+        """
+        return self._top(k, by, largest=True)
+
+    def bottom_k(self, k: int, *, by: IntoExpr | Sequence[IntoExpr]) -> Dataset:
+        """The ``k`` rows with the smallest ``by`` values, without sorting everything."""
+        return self._top(k, by, largest=False)
+
+    def _top(self, k: int, by: IntoExpr | Sequence[IntoExpr], largest: bool) -> Dataset:
+        if k < 0:
+            raise TerabatchError(f"k must be >= 0, not {k}")
+        keys = _row_wise("top_k", _exprs((by,), {}))
+        if not keys:
+            raise TerabatchError("top_k needs at least one column in by=")
+        return self._add(TopK(self._plan, k, keys, largest))
+
     # shuffles ------------------------------------------------------------------------------
 
     def _before_shuffle(self, what: str) -> None:
         for op in lineage(self._plan)[1]:
-            if isinstance(op, Head):
-                raise TerabatchError(f"{what} after head() is not supported; apply head() last")
+            if isinstance(op, Head | TopK):
+                raise TerabatchError(
+                    f"{what} after head() or top_k() is not supported; apply those last"
+                )
             if isinstance(op, Aggregate | Unique | Window):
                 raise TerabatchError(
                     f"{what} after a group_by or unique is not supported yet: one shuffle per "

@@ -12,6 +12,7 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
+    TopK,
     Unique,
     Window,
     WithColumns,
@@ -52,6 +53,8 @@ def describe_node(node: Node) -> str:
         return f"map_batches {node.name}{size}"
     if isinstance(node, Head):
         return f"head {node.n}"
+    if isinstance(node, TopK):
+        return f"{'top' if node.largest else 'bottom'}_k {node.k} by {_exprs(node.by)}"
     if isinstance(node, Aggregate):
         return f"group_by {_exprs(node.keys)} agg {_exprs(node.aggs)}"
     if isinstance(node, Unique):
@@ -85,8 +88,12 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
 
 
 def _stages(ops: list) -> list[str]:
-    heads = [op for op in ops if isinstance(op, Head)]
-    keep = f"; the driver keeps the first {heads[0].n} rows in input order" if heads else ""
+    heads = [op for op in ops if isinstance(op, Head | TopK)]
+    keep = ""
+    if heads and isinstance(heads[0], Head):
+        keep = f"; the driver keeps the first {heads[0].n} rows in input order"
+    elif heads:
+        keep = f"; each task keeps its top {heads[0].k}, the driver the top {heads[0].k} of those"
     shuffle = next((op for op in ops if isinstance(op, Aggregate | Unique | Window)), None)
     if shuffle is None:
         return [f"stage 1: streaming, no shuffle; operators fused into each task{keep}"]

@@ -226,3 +226,22 @@ def test_windows_must_share_keys_and_stand_alone(csv_file: Path) -> None:
         ds.with_columns(pl.col("value").sum().over("group"), pl.col("value").sum().over("id"))
     with pytest.raises(TerabatchError, match="outside over"):
         ds.with_columns(pl.col("value").sum().over("group") + pl.col("value").sum())
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_top_and_bottom_k(tmp_path: Path, many_partitions, largest: bool) -> None:
+    frame = KEYED.with_columns(u=pl.int_range(pl.len()) * 7 % 30)
+    ds = tb.read_parquet(write_parquet(tmp_path, frame))
+    build = (lambda d: d.top_k(4, by="u")) if largest else (lambda d: d.bottom_k(4, by="u"))
+    got = collect_inline(build(ds.filter(pl.col("v") > 2)).select("u", "v"))
+    want = build(frame.filter(pl.col("v") > 2)).select("u", "v")
+    same_rows(got, want, ["u"])
+    grouped = collect_inline(ds.group_by("s").agg(pl.col("v").sum()).top_k(2, by="v"))
+    same_rows(grouped, frame.group_by("s").agg(pl.col("v").sum()).top_k(2, by="v"), ["s"])
+
+
+def test_top_k_written_to_parquet(tmp_path: Path, csv_file: Path) -> None:
+    out = tmp_path / "out"
+    tb.read_csv(csv_file).top_k(5, by="value").write_parquet(out, progress=False)
+    want = pl.read_csv(csv_file).top_k(5, by="value")
+    same_rows(pl.read_parquet(out / "*.parquet"), want, ["id"])

@@ -24,6 +24,7 @@ from terabatch.plan.nodes import (
     Rename,
     Select,
     Shuffle,
+    TopK,
     Unique,
     Window,
     WithColumns,
@@ -113,7 +114,12 @@ def _map_step(op: MapBatches) -> Step:
     return step
 
 
-_REDUCE = {Aggregate: shuffle_ops.aggregate, Unique: shuffle_ops.unique, Window: shuffle_ops.window}
+_REDUCE = {
+    Aggregate: shuffle_ops.aggregate,
+    Unique: shuffle_ops.unique,
+    Window: shuffle_ops.window,
+    TopK: shuffle_ops.top_k,
+}
 
 
 def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
@@ -124,7 +130,7 @@ def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
     steps: list[Step] = []
     run: list[Narrow] = []
     for op in ops:
-        if isinstance(op, MapBatches | Aggregate | Unique | Window):
+        if isinstance(op, MapBatches | Aggregate | Unique | Window | TopK):
             if run:
                 steps.append(_polars_step(run))
                 run = []

@@ -1,4 +1,4 @@
-"""Operators that run on one whole shuffle partition inside a reduce task.
+"""Operators that need more than one row at a time: shuffle reduce sides and top_k.
 
 Every row of a key is in the same partition, so running Polars' own ``group_by`` or ``unique``
 on the partition gives the exact answer for any aggregation. ``maintain_order`` keeps the output
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Aggregate, Unique, Window
+from terabatch.plan.nodes import Aggregate, TopK, Unique, Window
 
 
 def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -29,3 +29,12 @@ def unique(op: Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
 def window(op: Window, batches: Iterator[Batch]) -> Iterator[Batch]:
     for batch in batches:
         yield Batch(batch.frame.with_columns(*op.exprs), batch.origin)
+
+
+def top_k(op: TopK, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Per batch in a task, then once more on the driver over what the tasks kept."""
+    by = list(op.by)
+    for batch in batches:
+        frame = batch.frame
+        kept = frame.top_k(op.k, by=by) if op.largest else frame.bottom_k(op.k, by=by)
+        yield Batch(kept, batch.origin)

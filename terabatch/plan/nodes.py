@@ -76,6 +76,16 @@ class Head:
 
 
 @dataclass(frozen=True, eq=False)
+class TopK:
+    """The ``k`` rows with the largest (or, with ``largest=False``, smallest) ``by`` values."""
+
+    child: Node
+    k: int
+    by: tuple[pl.Expr, ...]
+    largest: bool
+
+
+@dataclass(frozen=True, eq=False)
 class Aggregate:
     """``group_by(keys).agg(aggs)``: needs every row of a key together, so a hash shuffle."""
 
@@ -111,12 +121,13 @@ Node = (
     | Rename
     | MapBatches
     | Head
+    | TopK
     | Aggregate
     | Unique
     | Window
 )
 
-Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head
+Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head | TopK
 
 Shuffle = Aggregate | Unique | Window
 

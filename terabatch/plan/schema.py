@@ -22,6 +22,7 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
+    TopK,
     Unique,
     Window,
     WithColumns,
@@ -58,7 +59,7 @@ def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
             out = frame.drop(*node.columns, strict=True)
         elif isinstance(node, Rename):
             out = frame.rename(dict(node.mapping), strict=True)
-        elif isinstance(node, Head):
+        elif isinstance(node, Head | TopK):
             out = frame
         elif isinstance(node, Aggregate):
             out = frame.group_by(*node.keys).agg(*node.aggs)

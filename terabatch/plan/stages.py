@@ -25,6 +25,7 @@ from terabatch.plan.nodes import (
     Node,
     Scan,
     Select,
+    TopK,
     Unique,
     Window,
     WithColumns,
@@ -67,6 +68,11 @@ class Stage:
     def input_bytes(self) -> int:
         return sum(t.split.nbytes for t in self.tasks)
 
+    @property
+    def gathers(self) -> bool:
+        """Whether the driver finishes the rows (after a head or top_k) before the sink."""
+        return self.limit is not None or bool(self.driver_ops)
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -76,6 +82,20 @@ class Sizes:
     chunk_bytes: int
     partitions: int
     memory_limit: int | None
+
+
+def split_for_tasks(ops: list) -> tuple[list, int | None, list]:
+    """Operators for tasks, the head's n, and operators the driver runs on the gathered rows.
+
+    A ``head`` stops each task after n rows; a ``top_k`` runs in each task (on every batch)
+    and again on the driver, over the rows the tasks kept.
+    """
+    for i, op in enumerate(ops):
+        if isinstance(op, Head):
+            return ops[:i], op.n, ops[i + 1 :]
+        if isinstance(op, TopK):
+            return ops[: i + 1], None, ops[i:]
+    return ops, None, []
 
 
 def split_at_head(ops: list) -> tuple[list, int | None, list]:
@@ -92,10 +112,8 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     at = next((i for i, op in enumerate(ops) if isinstance(op, Aggregate | Unique | Window)), None)
     map_tasks = _scan_tasks(scan, sizes)
     if at is None:
-        task_ops, limit, driver_ops = split_at_head(ops)
-        task_sink = (
-            CollectSink() if limit is not None and not isinstance(sink, CollectSink) else sink
-        )
+        task_ops, limit, driver_ops = split_for_tasks(ops)
+        task_sink = _sink_before_gather(sink, limit, driver_ops)
         tasks = tuple(
             replace(t, ops=tuple(task_ops), limit=limit, sink=task_sink) for t in map_tasks
         )
@@ -111,8 +129,8 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     mapped = tuple(
         replace(t, ops=(*before, *prepare, *combine_map), sink=map_sink) for t in map_tasks
     )
-    task_ops, limit, driver_ops = split_at_head([*combine_reduce, *after])
-    final_sink = _sink_before_head(sink, limit)
+    task_ops, limit, driver_ops = split_for_tasks([*combine_reduce, *after])
+    final_sink = _sink_before_gather(sink, limit, driver_ops)
     source = ShuffleSource(shuffle_dir, len(mapped))
     reduced = tuple(
         Task(
@@ -136,9 +154,10 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     ]
 
 
-def _sink_before_head(sink: Sink, limit: int | None) -> Sink:
-    # Rows before a head come back to the driver, which keeps the first n in task order.
-    return CollectSink() if limit is not None and not isinstance(sink, CollectSink) else sink
+def _sink_before_gather(sink: Sink, limit: int | None, driver_ops: list) -> Sink:
+    # Rows before a head or top_k come back to the driver, which finishes them in task order.
+    gathers = limit is not None or bool(driver_ops)
+    return CollectSink() if gathers and not isinstance(sink, CollectSink) else sink
 
 
 def describe_shuffle(op: Aggregate | Unique | Window) -> str:

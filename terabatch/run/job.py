@@ -26,7 +26,7 @@ from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import compile_ops
-from terabatch.plan.nodes import Head, Node, lineage
+from terabatch.plan.nodes import Head, Node, TopK, lineage
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
 from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
@@ -246,7 +246,7 @@ def run(
                 if job.stage.limit is not None and sum(f.height for f in frames) >= job.stage.limit:
                     break
             job.close()
-            if isinstance(sink, CollectSink) or job.stage.limit is not None:
+            if isinstance(sink, CollectSink) or job.stage.gathers:
                 outcome.frame = _finish_on_driver(job, frames)
                 outcome.count = outcome.frame.height
             if commit is not None:
@@ -289,7 +289,7 @@ def _finish_on_driver(job: Job, frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 def _commit(job: Job, commit: OutputCommit, outcome: Outcome, manifest: dict) -> None:
     files = []
-    if job.stage.limit is not None:
+    if job.stage.gathers:
         assert outcome.frame is not None and isinstance(job.sink, FileSink)
         writer = FileWriter(job.sink, commit.task_dir(0), 0)
         writer.write(outcome.frame)
@@ -305,7 +305,7 @@ def _commit(job: Job, commit: OutputCommit, outcome: Outcome, manifest: dict) ->
 
 def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
     """Yield the plan's rows as Arrow record batches, in input order, with bounded memory."""
-    if any(isinstance(op, Head) for op in lineage(plan)[1]):
+    if any(isinstance(op, Head | TopK) for op in lineage(plan)[1]):
         # Rows after a head are few: collect them, then hand them out.
         frame = run(plan, CollectSink(), options).frame
         yield from frame.to_arrow().to_batches() if frame is not None else []

@@ -14,6 +14,7 @@ from terabatch.plan.nodes import (
     Node,
     Rename,
     Select,
+    TopK,
     Unique,
     Window,
     WithColumns,
@@ -57,6 +58,8 @@ def _needed_below(op: Node, needed: set[str] | None) -> set[str] | None:
         return {back.get(n, n) for n in needed}
     if isinstance(op, Drop | Head):
         return set(needed)
+    if isinstance(op, TopK):
+        return _union_inputs(op.by, set(needed))
     raise TypeError(f"unknown operator {type(op).__name__}")
 
 
