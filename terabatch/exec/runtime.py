@@ -85,6 +85,20 @@ def _relieve_memory(task: Task, result: TaskResult) -> None:
         pa.default_memory_pool().release_unused()
 
 
+def _drain(
+    out: Iterator[Batch], writer: FileWriter | ShuffleWriter, task: Task, result: TaskResult
+) -> None:
+    """Write every batch; on any failure close what is open, leaving nothing half-written."""
+    try:
+        for batch in out:
+            writer.write(batch.frame)
+            result.rows_out += batch.frame.height
+            _relieve_memory(task, result)
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
     result = TaskResult(task.task_id, bytes_in=task.split.nbytes)
     result.row_groups = len(getattr(task.split, "row_groups", ()))
@@ -98,14 +112,7 @@ def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
     if isinstance(sink, FileSink):
         assert attempt_dir is not None
         writer = FileWriter(sink, attempt_dir, task.task_id)
-        try:
-            for batch in out:
-                writer.write(batch.frame)
-                result.rows_out += batch.frame.height
-                _relieve_memory(task, result)
-        except BaseException:
-            writer.abort()
-            raise
+        _drain(out, writer, task, result)
         result.files = tuple(writer.close())
     elif isinstance(sink, CollectSink):
         frames = []
@@ -119,14 +126,7 @@ def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
     elif isinstance(sink, ShuffleSink):
         assert attempt_dir is not None
         shuffle = ShuffleWriter(sink, attempt_dir)
-        try:
-            for batch in out:
-                shuffle.write(batch.frame)
-                result.rows_out += batch.frame.height
-                _relieve_memory(task, result)
-        except BaseException:
-            shuffle.abort()
-            raise
+        _drain(out, shuffle, task, result)
         result.extra["partition_bytes"] = shuffle.close()
     elif isinstance(sink, CountSink):
         for batch in out:
