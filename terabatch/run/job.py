@@ -91,11 +91,12 @@ def size_job(options: RunOptions, input_bytes: int) -> Sizing:
         room = worker_memory - WORKER_BASELINE - WORKER_FIXED
         chunk = max(MIN_CHUNK, min(MAX_CHUNK, int(room // CHUNK_FACTOR)))
     split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 16)))
-    # A reduce task holds its whole partition: a quarter of the worker's room per partition.
+    # A reduce task holds its whole partition and Polars' hash tables over it, which for many
+    # keys (db-benchmark q10) take several times the partition: a tenth of the room each.
     room = (
         MAX_PARTITION
         if worker_memory is None
-        else max(MIN_CHUNK, (worker_memory - WORKER_BASELINE - WORKER_FIXED) // 4)
+        else max(MIN_CHUNK, (worker_memory - WORKER_BASELINE - WORKER_FIXED) // 10)
     )
     partitions = max(workers, min(MAX_PARTITIONS, -(-input_bytes // room)))
     return Sizing(workers, min(chunk, split), split, worker_memory, partitions)
