@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from terabatch.errors import TerabatchError
+from terabatch.errors import SchemaError, TerabatchError, suggest
 from terabatch.explain import explain_plan
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
 from terabatch.plan.expressions import across_rows, input_columns, window_keys
@@ -308,8 +308,6 @@ class Dataset:
         if schema is not None:
             for key in keys:
                 if key not in schema:
-                    from terabatch.errors import SchemaError, suggest
-
                     raise SchemaError(
                         f"partition_by column {key!r} not found{suggest(key, list(schema.names()))}"
                     )

@@ -12,7 +12,7 @@ import os
 import posixpath
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
@@ -40,7 +40,6 @@ class TaskResult:
     spill_path: str | None = None
     peak_rss: int = 0
     row_groups: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class TaskFailure(Exception):
@@ -127,7 +126,7 @@ def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
         assert attempt_dir is not None
         shuffle = ShuffleWriter(sink, attempt_dir)
         _drain(out, shuffle, task, result)
-        result.extra["partition_bytes"] = shuffle.close()
+        shuffle.close()
     elif isinstance(sink, CountSink):
         for batch in out:
             result.rows_out += batch.frame.height

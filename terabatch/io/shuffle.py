@@ -59,7 +59,6 @@ class ShuffleWriter:
         self.fs, self.root = url_to_fs(attempt_dir)
         self.fs.makedirs(self.root, exist_ok=True)
         self._writers: dict[int, tuple[object, pa.ipc.RecordBatchFileWriter, pa.Schema]] = {}
-        self.bytes_by_partition: dict[int, int] = {}
 
     def write(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -81,15 +80,12 @@ class ShuffleWriter:
         _, writer, schema = self._writers[number]
         return writer, schema
 
-    def close(self) -> dict[int, int]:
-        """Finish every file; return the bytes written per partition."""
-        for number, (handle, writer, _) in sorted(self._writers.items()):
+    def close(self) -> None:
+        """Finish every file."""
+        for handle, writer, _ in self._writers.values():
             writer.close()
             handle.close()
-            path = posixpath.join(self.root, f"part-{number:05d}.arrow")
-            self.bytes_by_partition[number] = self.fs.size(path)
         self._writers.clear()
-        return self.bytes_by_partition
 
     def abort(self) -> None:
         for handle, writer, _ in self._writers.values():

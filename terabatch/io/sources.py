@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow.parquet as pq
 
+from terabatch.errors import SchemaError, suggest
 from terabatch.io import csv as csv_format
 from terabatch.io import json as json_format
 from terabatch.io import parquet as parquet_format
@@ -155,8 +156,6 @@ def open_csv(
 
 
 def _check_schema_names(given: dict, names: list[str], file: FileInfo) -> None:
-    from terabatch.errors import SchemaError, suggest
-
     for name in given:
         if name not in names:
             raise SchemaError(

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator
 
 import polars as pl
+import pyarrow as pa
 
 from terabatch.errors import UserFunctionError
 from terabatch.io.sources import Batch
@@ -61,13 +62,8 @@ def _polars_step(ops: list[Narrow]) -> Step:
 def _as_frame(result: object, name: str) -> pl.DataFrame:
     if isinstance(result, pl.DataFrame):
         return result
-    try:
-        import pyarrow as pa
-
-        if isinstance(result, pa.Table | pa.RecordBatch):
-            return pl.from_arrow(result)
-    except ImportError:  # pragma: no cover - pyarrow is a dependency
-        pass
+    if isinstance(result, pa.Table | pa.RecordBatch):
+        return pl.from_arrow(result)
     if type(result).__module__.startswith("pandas"):
         return pl.from_pandas(result)
     raise UserFunctionError(

@@ -46,7 +46,6 @@ class Task:
     ops: tuple[Narrow, ...]
     limit: int | None
     sink: Sink
-    output_dir: str | None
     chunk_bytes: int
     memory_limit: int | None
 
@@ -141,7 +140,6 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
             tuple(task_ops),
             limit,
             final_sink,
-            None,
             sizes.chunk_bytes,
             sizes.memory_limit,
         )
@@ -229,7 +227,6 @@ def _scan_tasks(scan: Scan, sizes: Sizes) -> tuple[Task, ...]:
             (),
             None,
             CollectSink(),
-            None,
             sizes.chunk_bytes,
             sizes.memory_limit,
         )
