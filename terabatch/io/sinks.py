@@ -223,6 +223,13 @@ class FileWriter:
         size = current.close()
         self.written.append(WrittenFile(current.relative, current.rows, size))
 
+    def write_empty(self, frame: pl.DataFrame) -> None:
+        """Write one file with no rows, so that an empty result still records its columns."""
+        name = f"part-{self.task_id:05d}-000.{EXTENSIONS[self.sink.format]}"
+        empty = _OneFile(self.sink, self.fs, self.root, name)
+        empty.write(frame.clear())
+        self.written.append(WrittenFile(name, 0, empty.close()))
+
     def close(self) -> list[WrittenFile]:
         for key in list(self._pending):
             self._flush(key)

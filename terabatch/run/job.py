@@ -297,6 +297,11 @@ def _commit(job: Job, commit: OutputCommit, outcome: Outcome, manifest: dict) ->
         files = [(0, w) for w in writer.close()]
     else:
         files = [(r.task_id, w) for r in outcome.results for w in r.files]
+    schema = output_schema(job.plan)
+    if not files and schema is not None:
+        writer = FileWriter(job.sink, commit.task_dir(0), 0)
+        writer.write_empty(pl.DataFrame(schema=schema))
+        files = [(0, w) for w in writer.close()]
     written = commit.commit(files, manifest)
     job.summary.output = commit.out
     job.summary.files = [w.path for w in written]

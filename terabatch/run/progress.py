@@ -34,6 +34,12 @@ class StageProgress:
                 name, total=max(tasks, 1), rows="0", read=format_size(0), rate=""
             )
 
+    def _read_text(self) -> str:
+        # Reduce stages read shuffle files whose size is not planned: show what was read only.
+        if not self.nbytes:
+            return format_size(self.bytes_done)
+        return f"{format_size(self.bytes_done)} of {format_size(self.nbytes)}"
+
     def advance(self, rows: int, nbytes: int) -> None:
         self.done += 1
         self.rows += rows
@@ -45,7 +51,7 @@ class StageProgress:
                 self._bar,
                 advance=1,
                 rows=f"{self.rows:,}",
-                read=f"{format_size(self.bytes_done)}/{format_size(self.nbytes)}",
+                read=self._read_text(),
                 rate=rate,
             )
         elif self.reporter.enabled:
@@ -54,7 +60,7 @@ class StageProgress:
                 self._last_line = now
                 self.reporter.line(
                     f"{self.name}: {self.done}/{self.tasks} tasks, {self.rows:,} rows, "
-                    f"{format_size(self.bytes_done)} of {format_size(self.nbytes)} read, {rate}"
+                    f"{self._read_text()} read, {rate}"
                 )
 
 

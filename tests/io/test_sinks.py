@@ -262,3 +262,14 @@ def test_head_then_write(tmp_path: Path, source) -> None:
     back = pl.concat([pl.read_ndjson(p) for p in sorted(out.glob("*.jsonl"))])
     assert_frame_equal(back, expected.filter(pl.col("flag")).head(321))
     check_manifest(out)
+
+
+@pytest.mark.parametrize("method", ["write_parquet", "write_csv"])
+def test_empty_result_is_written_with_its_columns(tmp_path: Path, source, method: str) -> None:
+    ds, expected = source
+    out = tmp_path / "out"
+    getattr(ds.filter(pl.col("id") < 0), method)(out, **RUN)
+    back = (tb.read_parquet(out) if method == "write_parquet" else tb.read_csv(out)).collect()
+    assert back.height == 0
+    assert back.columns == expected.columns
+    check_manifest(out)
