@@ -19,6 +19,7 @@ from terabatch.plan.nodes import (
     lineage,
 )
 from terabatch.plan.optimize import optimize
+from terabatch.plan.precombine import split_aggregations
 from terabatch.plan.stages import describe_shuffle
 from terabatch.run.memory import format_size
 
@@ -87,6 +88,18 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _precombined(op: Aggregate | Unique | Window) -> str:
+    """Which work the map tasks do per batch before shuffling."""
+    if isinstance(op, Unique):
+        return "unique per batch (pre-combined), " if op.keep != "none" else ""
+    if isinstance(op, Window):
+        return ""
+    split = split_aggregations(op.aggs)
+    if split is None:
+        return "no pre-combining (an aggregation needs all rows of a group), "
+    return f"pre-combined per batch: {', '.join(k.lower() for k in split.kinds)}; "
+
+
 def _stages(ops: list) -> list[str]:
     heads = [op for op in ops if isinstance(op, Head | TopK)]
     keep = ""
@@ -104,8 +117,8 @@ def _stages(ops: list) -> list[str]:
     else:
         keys = ", ".join(shuffle.subset) if shuffle.subset is not None else "all columns"
     return [
-        f"stage 1: map: operators before the shuffle, then hash shuffle on {keys} "
-        "(Arrow IPC files; partitions sized from the input and the memory budget)",
+        f"stage 1: map: operators before the shuffle, {_precombined(shuffle)}then hash shuffle "
+        f"on {keys} (Arrow IPC files; partitions sized from the input and the memory budget)",
         f"stage 2: reduce: {describe_shuffle(shuffle)} on each whole partition, then the "
         f"operators after it{keep}",
     ]
