@@ -74,10 +74,20 @@ def _row_wise(method: str, exprs: tuple[pl.Expr, ...]) -> tuple[pl.Expr, ...]:
     return exprs
 
 
-def _options(workers: int | None, memory: str | int | None, progress: bool) -> job.RunOptions:
+def _options(
+    workers: int | None,
+    memory: str | int | None,
+    progress: bool,
+    spill_limit: str | int | None = None,
+) -> job.RunOptions:
     if workers is not None and workers < 1:
         raise TerabatchError(f"workers must be at least 1, not {workers}")
-    return job.RunOptions(workers=workers, memory=parse_size(memory), progress=progress)
+    return job.RunOptions(
+        workers=workers,
+        memory=parse_size(memory),
+        progress=progress,
+        spill_limit=parse_size(spill_limit),
+    )
 
 
 class Dataset:
@@ -255,20 +265,32 @@ class Dataset:
     # results -------------------------------------------------------------------------------
 
     def count(
-        self, *, workers: int | None = None, memory: str | int | None = None, progress: bool = False
+        self,
+        *,
+        workers: int | None = None,
+        memory: str | int | None = None,
+        progress: bool = False,
+        spill_limit: str | int | None = None,
     ) -> int:
         """Number of rows."""
         plan = self._plan
         schema = output_schema(plan)
         if schema is not None and len(schema):
             plan = Select(plan, (pl.col(schema.names()[0]),))
-        return job.run(plan, CountSink(), _options(workers, memory, progress)).count
+        return job.run(plan, CountSink(), _options(workers, memory, progress, spill_limit)).count
 
     def collect(
-        self, *, workers: int | None = None, memory: str | int | None = None, progress: bool = False
+        self,
+        *,
+        workers: int | None = None,
+        memory: str | int | None = None,
+        progress: bool = False,
+        spill_limit: str | int | None = None,
     ) -> pl.DataFrame:
         """Run and return the result as one Polars DataFrame (it must fit in memory)."""
-        frame = job.run(self._plan, CollectSink(), _options(workers, memory, progress)).frame
+        frame = job.run(
+            self._plan, CollectSink(), _options(workers, memory, progress, spill_limit)
+        ).frame
         return frame if frame is not None else pl.DataFrame()
 
     to_polars = collect
@@ -282,10 +304,15 @@ class Dataset:
         return self.collect(**run).to_pandas()
 
     def iter_batches(
-        self, *, workers: int | None = None, memory: str | int | None = None, progress: bool = False
+        self,
+        *,
+        workers: int | None = None,
+        memory: str | int | None = None,
+        progress: bool = False,
+        spill_limit: str | int | None = None,
     ) -> Iterator[pl.DataFrame]:
         """Stream the result as Polars DataFrames in input order, with bounded memory."""
-        for batch in job.stream(self._plan, _options(workers, memory, progress)):
+        for batch in job.stream(self._plan, _options(workers, memory, progress, spill_limit)):
             yield pl.from_arrow(batch)
 
     def _write(
@@ -300,6 +327,7 @@ class Dataset:
         mode: str,
         workers: int | None,
         memory: str | int | None,
+        spill_limit: str | int | None,
         progress: bool,
         storage_options: dict | None,
     ) -> JobSummary:
@@ -331,7 +359,7 @@ class Dataset:
         out = job.run(
             self._plan,
             sink,
-            _options(workers, memory, progress),
+            _options(workers, memory, progress, spill_limit),
             output=os.fspath(path),
             mode=mode,
             storage_options=storage_options,
@@ -350,6 +378,7 @@ class Dataset:
         mode: str = "error",
         workers: int | None = None,
         memory: str | int | None = None,
+        spill_limit: str | int | None = None,
         progress: bool = True,
         storage_options: dict | None = None,
     ) -> JobSummary:
@@ -368,6 +397,7 @@ class Dataset:
             mode=mode,
             workers=workers,
             memory=memory,
+            spill_limit=spill_limit,
             progress=progress,
             storage_options=storage_options,
         )
@@ -382,6 +412,7 @@ class Dataset:
         mode: str = "error",
         workers: int | None = None,
         memory: str | int | None = None,
+        spill_limit: str | int | None = None,
         progress: bool = True,
         storage_options: dict | None = None,
     ) -> JobSummary:
@@ -396,6 +427,7 @@ class Dataset:
             mode=mode,
             workers=workers,
             memory=memory,
+            spill_limit=spill_limit,
             progress=progress,
             storage_options=storage_options,
         )
@@ -410,6 +442,7 @@ class Dataset:
         mode: str = "error",
         workers: int | None = None,
         memory: str | int | None = None,
+        spill_limit: str | int | None = None,
         progress: bool = True,
         storage_options: dict | None = None,
     ) -> JobSummary:
@@ -424,6 +457,7 @@ class Dataset:
             mode=mode,
             workers=workers,
             memory=memory,
+            spill_limit=spill_limit,
             progress=progress,
             storage_options=storage_options,
         )

@@ -47,6 +47,10 @@ class OutputExistsError(TerabatchError, FileExistsError):
     """The output directory already holds files and ``mode="overwrite"`` was not given."""
 
 
+class SpillLimitError(TerabatchError):
+    """Shuffle files would pass the disk budget (``spill_limit``)."""
+
+
 class MemoryBudgetError(TerabatchError):
     """The plan cannot run within the memory budget."""
 

@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 
 import terabatch as tb
 import terabatch.run.job as job_module
-from terabatch.errors import TerabatchError
+from terabatch.errors import SpillLimitError, TerabatchError
 from terabatch.exec.inline import InlineExecutor
 from terabatch.io.sinks import CollectSink
 from terabatch.run.job import RunOptions, run
@@ -248,3 +248,14 @@ def test_top_k_written_to_parquet(tmp_path: Path, csv_file: Path) -> None:
     tb.read_csv(csv_file).top_k(5, by="value").write_parquet(out, progress=False)
     want = pl.read_csv(csv_file).top_k(5, by="value")
     same_rows(pl.read_parquet(out / "*.parquet"), want, ["id"])
+
+
+def test_spill_limit_stops_the_job_and_leaves_nothing(tmp_path: Path, csv_file: Path) -> None:
+    out = tmp_path / "out"
+    ds = tb.read_csv(csv_file).group_by("id").agg(pl.col("value").median())
+    with pytest.raises(SpillLimitError, match=r"spill limit of 1\.0 KiB") as info:
+        ds.write_parquet(out, spill_limit="1KB", workers=1, progress=False)
+    assert "\n" not in str(info.value)
+    assert not out.exists()
+    summary = ds.write_parquet(out, spill_limit="1GB", workers=1, progress=False)
+    assert summary.rows_written == pl.read_csv(csv_file)["id"].n_unique()

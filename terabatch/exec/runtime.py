@@ -40,6 +40,7 @@ class TaskResult:
     spill_path: str | None = None
     peak_rss: int = 0
     row_groups: int = 0
+    bytes_out: int = 0
 
 
 class TaskFailure(Exception):
@@ -126,7 +127,7 @@ def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
         assert attempt_dir is not None
         shuffle = ShuffleWriter(sink, attempt_dir)
         _drain(out, shuffle, task, result)
-        shuffle.close()
+        result.bytes_out = shuffle.close()
     elif isinstance(sink, CountSink):
         for batch in out:
             result.rows_out += batch.frame.height

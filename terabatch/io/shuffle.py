@@ -80,12 +80,15 @@ class ShuffleWriter:
         _, writer, schema = self._writers[number]
         return writer, schema
 
-    def close(self) -> None:
-        """Finish every file."""
-        for handle, writer, _ in self._writers.values():
+    def close(self) -> int:
+        """Finish every file; return the bytes written."""
+        total = 0
+        for number, (handle, writer, _) in self._writers.items():
             writer.close()
             handle.close()
+            total += self.fs.size(posixpath.join(self.root, f"part-{number:05d}.arrow"))
         self._writers.clear()
+        return total
 
     def abort(self) -> None:
         for handle, writer, _ in self._writers.values():

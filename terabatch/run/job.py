@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 
-from terabatch.errors import MemoryBudgetError, UserFunctionError
+from terabatch.errors import MemoryBudgetError, SpillLimitError, UserFunctionError
 from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
@@ -41,6 +41,7 @@ HEADROOM = 0.9
 MIN_CHUNK, MAX_CHUNK = 1 << 20, 32 << 20
 MIN_SPLIT, MAX_SPLIT = 8 << 20, 256 << 20
 MAX_PARTITION, MAX_PARTITIONS = 256 << 20, 1024
+SPILL_SHARE_OF_FREE_DISK = 0.9
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class RunOptions:
     """How to run: worker count, memory budget in bytes, progress, retries, and where.
 
     ``executor`` replaces the local worker processes (``InlineExecutor`` for tests).
+    ``spill_limit`` caps the bytes of shuffle files (default: 90 % of the free disk space).
     """
 
     workers: int | None = None
@@ -55,6 +57,7 @@ class RunOptions:
     progress: bool = True
     max_retries: int = 3
     executor: Executor | None = None
+    spill_limit: int | None = None
 
 
 @dataclass
@@ -141,6 +144,9 @@ class Job:
             self.close()
             raise
         self.stage: Stage = self.stages[-1]
+        free = shutil.disk_usage(self.scratch).free
+        self.spill_limit = options.spill_limit or int(SPILL_SHARE_OF_FREE_DISK * free)
+        self.spilled = 0
         tasks = sum(len(s.tasks) for s in self.stages)
         self.summary = JobSummary(workers=self.executor.workers, tasks=tasks)
 
@@ -168,6 +174,16 @@ class Job:
                 pass
         yield from self._run_stage(self.stage, monitor, reporter, dirs, max_waiting)
 
+    def _count_spill(self, result: TaskResult) -> None:
+        """Stop the job once shuffle files pass the spill limit, before the disk fills."""
+        self.spilled += result.bytes_out
+        if self.spilled > self.spill_limit:
+            raise SpillLimitError(
+                f"shuffle files reached {format_size(self.spilled)} in {self.scratch}, over the "
+                f"spill limit of {format_size(self.spill_limit)}; pass a larger spill_limit= "
+                "or point TMPDIR at a disk with more free space"
+            )
+
     def _shuffle_dirs(self, task: Task) -> tuple[str, str]:
         attempt = os.path.join(self.scratch, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
         return attempt, map_dir(self.scratch, task.task_id)
@@ -183,6 +199,7 @@ class Job:
         progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
 
         def on_result(result: TaskResult) -> None:
+            self._count_spill(result)
             if stage.reads_input:
                 self.summary.rows_read += result.rows_in
                 self.summary.bytes_read += result.bytes_in
