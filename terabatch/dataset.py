@@ -26,6 +26,7 @@ from terabatch.plan.nodes import (
     Node,
     Rename,
     Select,
+    Sort,
     TopK,
     Unique,
     Window,
@@ -232,7 +233,7 @@ class Dataset:
                 raise TerabatchError(
                     f"{what} after head() or top_k() is not supported; apply those last"
                 )
-            if isinstance(op, Aggregate | Unique | Window):
+            if isinstance(op, Aggregate | Unique | Window | Sort):
                 raise TerabatchError(
                     f"{what} after a group_by or unique is not supported yet: one shuffle per "
                     "pipeline; write the first result and read it back"
@@ -249,6 +250,28 @@ class Dataset:
             raise TerabatchError("group_by needs at least one key")
         self._before_shuffle("group_by")
         return GroupBy(self, _row_wise("group_by", built))
+
+    def sort(
+        self,
+        by: str | Sequence[str],
+        *more_by: str,
+        descending: bool | Sequence[bool] = False,
+        nulls_last: bool = False,
+    ) -> Dataset:
+        """Sort all rows by key columns, into one global order across output files.
+
+        A first pass samples the keys to cut them into ranges; each range is sorted by one
+        task, and the output lists the ranges in order (``part-00000`` first). The sort is
+        stable: rows with equal keys keep their input order.
+        """
+        keys = ((by,) if isinstance(by, str) else tuple(by)) + more_by
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise TerabatchError("sort takes column names")
+        flags = (descending,) * len(keys) if isinstance(descending, bool) else tuple(descending)
+        if len(flags) != len(keys):
+            raise TerabatchError(f"descending has {len(flags)} values for {len(keys)} columns")
+        self._before_shuffle("sort")
+        return self._add(Sort(self._plan, keys, flags, nulls_last))
 
     def unique(self, subset: str | Sequence[str] | None = None, *, keep: str = "any") -> Dataset:
         """Keep one row per distinct ``subset`` of columns (all columns by default).

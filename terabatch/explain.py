@@ -12,6 +12,8 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
+    Shuffle,
+    Sort,
     TopK,
     Unique,
     Window,
@@ -63,6 +65,11 @@ def describe_node(node: Node) -> str:
         return f"unique on {subset}, keep={node.keep}"
     if isinstance(node, Window):
         return f"with_columns (windows over {', '.join(node.keys)}) {_exprs(node.exprs)}"
+    if isinstance(node, Sort):
+        order = ", ".join(
+            f"{k} {'desc' if d else 'asc'}" for k, d in zip(node.by, node.descending, strict=True)
+        )
+        return f"sort by {order}" + (", nulls last" if node.nulls_last else "")
     raise TypeError(type(node).__name__)
 
 
@@ -88,7 +95,7 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _precombined(op: Aggregate | Unique | Window) -> str:
+def _precombined(op: Shuffle) -> str:
     """Which work the map tasks do per batch before shuffling."""
     if isinstance(op, Unique):
         return "unique per batch (pre-combined), " if op.keep != "none" else ""
@@ -107,9 +114,20 @@ def _stages(ops: list) -> list[str]:
         keep = f"; the driver keeps the first {heads[0].n} rows in input order"
     elif heads:
         keep = f"; each task keeps its top {heads[0].k}, the driver the top {heads[0].k} of those"
-    shuffle = next((op for op in ops if isinstance(op, Aggregate | Unique | Window)), None)
+    shuffle = next((op for op in ops if isinstance(op, Shuffle)), None)
     if shuffle is None:
         return [f"stage 1: streaming, no shuffle; operators fused into each task{keep}"]
+    reduce = (
+        f"reduce: {describe_shuffle(shuffle)} on each whole partition, then the operators "
+        f"after it{keep}"
+    )
+    if isinstance(shuffle, Sort):
+        return [
+            "stage 1: sample: operators before the sort, keep a sample of the keys",
+            "stage 2: map: operators before the sort again, then range shuffle on "
+            f"{', '.join(shuffle.by)} (boundaries from the sample; Arrow IPC files)",
+            f"stage 3: {reduce}; partitions come out in key order",
+        ]
     if isinstance(shuffle, Aggregate):
         keys = _exprs(shuffle.keys)
     elif isinstance(shuffle, Window):
@@ -119,6 +137,5 @@ def _stages(ops: list) -> list[str]:
     return [
         f"stage 1: map: operators before the shuffle, {_precombined(shuffle)}then hash shuffle "
         f"on {keys} (Arrow IPC files; partitions sized from the input and the memory budget)",
-        f"stage 2: reduce: {describe_shuffle(shuffle)} on each whole partition, then the "
-        f"operators after it{keep}",
+        f"stage 2: {reduce}",
     ]

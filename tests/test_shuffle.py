@@ -19,6 +19,7 @@ import terabatch as tb
 import terabatch.run.job as job_module
 from terabatch.errors import SpillLimitError, TerabatchError
 from terabatch.exec.inline import InlineExecutor
+from terabatch.io.shuffle import RangeSpec, boundaries_from_sample, range_partition_of
 from terabatch.io.sinks import CollectSink
 from terabatch.run.job import RunOptions, run
 
@@ -259,3 +260,56 @@ def test_spill_limit_stops_the_job_and_leaves_nothing(tmp_path: Path, csv_file: 
     assert not out.exists()
     summary = ds.write_parquet(out, spill_limit="1GB", workers=1, progress=False)
     assert summary.rows_written == pl.read_csv(csv_file)["id"].n_unique()
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=rows,
+    descending=st.tuples(st.booleans(), st.booleans()),
+    nulls_last=st.booleans(),
+)
+def test_property_sort_is_global_and_stable(
+    tmp_path: Path, many_partitions, rows, descending, nulls_last
+) -> None:
+    frame = pl.DataFrame(rows, schema={"k": pl.String, "j": pl.Int64, "v": pl.Int64}, orient="row")
+    ds = tb.read_parquet(write_parquet(tmp_path, frame))
+    got = collect_inline(ds.sort("k", "j", descending=list(descending), nulls_last=nulls_last))
+    want = frame.sort(
+        "k", "j", descending=list(descending), nulls_last=nulls_last, maintain_order=True
+    )
+    assert_frame_equal(got, want)
+
+
+def test_sorted_output_files_are_in_key_order(tmp_path: Path, csv_file: Path, tiny_splits) -> None:
+    tiny_splits(2_000)
+    out = tmp_path / "out"
+    tb.read_csv(csv_file).sort("value").write_parquet(out, workers=2, progress=False)
+    files = sorted(out.glob("*.parquet"))
+    assert len(files) >= 2
+    got = pl.concat([pl.read_parquet(f) for f in files])
+    assert_frame_equal(got, pl.read_csv(csv_file).sort("value", maintain_order=True))
+    text = tb.read_csv(csv_file).sort("value").explain()
+    assert "stage 1: sample" in text and "range shuffle on value" in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(-5, 5) | st.none(), max_size=40),
+    cuts=st.integers(1, 6),
+    descending=st.booleans(),
+    nulls_last=st.booleans(),
+)
+def test_range_partitions_follow_the_sort_order(values, cuts, descending, nulls_last) -> None:
+    frame = pl.DataFrame({"x": values}, schema={"x": pl.Int64})
+    spec = RangeSpec(("x",), (descending,), nulls_last)
+    spec = RangeSpec(
+        ("x",), (descending,), nulls_last, boundaries_from_sample(frame, spec, cuts + 1)
+    )
+    parts = frame.with_columns(p=range_partition_of(frame, spec).cast(pl.Int64))
+    ordered = parts.sort("x", descending=descending, nulls_last=nulls_last, maintain_order=True)
+    # Going through the rows in sort order, the partition number never decreases, and equal
+    # keys share one partition.
+    assert (ordered["p"].diff().drop_nulls() >= 0).all()
+    assert parts.group_by("x").agg(pl.col("p").n_unique())["p"].max() in (None, 1)

@@ -23,13 +23,71 @@ PARTITION_COLUMN = "__terabatch_partition"
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
+class RangeSpec:
+    """Range partitioning for a sort: rows go between consecutive ``boundaries`` rows."""
+
+    by: tuple[str, ...]
+    descending: tuple[bool, ...]
+    nulls_last: bool
+    boundaries: pl.DataFrame | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class ShuffleSink:
-    """Hash-partition a map task's rows on ``keys`` (all columns if empty) into files."""
+    """Partition a map task's rows into files: by a hash of ``keys`` (all columns if empty),
+    or by key ranges when ``ranges`` is given."""
 
     directory: str
     keys: tuple[str, ...]
     partitions: int
+    ranges: RangeSpec | None = None
+
+
+def range_partition_of(frame: pl.DataFrame, spec: RangeSpec) -> pl.Series:
+    """The range each row falls in: how many boundaries sort before it.
+
+    Boundaries are placed before equal rows, so all rows with one key land in one range.
+
+    >>> spec = RangeSpec(("x",), (False,), False, pl.DataFrame({"x": [10, 20]}))
+    >>> range_partition_of(pl.DataFrame({"x": [25, 5, 10, 15]}), spec).to_list()
+    [2, 0, 1, 1]
+    """
+    keys = frame.select(spec.by)
+    bounds = spec.boundaries
+    if bounds is None or bounds.height == 0:
+        return pl.Series(PARTITION_COLUMN, [0] * frame.height, dtype=pl.UInt32)
+    tagged = pl.concat(
+        [
+            bounds.select(spec.by).with_columns(_b=pl.lit(1, pl.UInt32), _i=pl.lit(-1)),
+            keys.with_columns(_b=pl.lit(0, pl.UInt32), _i=pl.int_range(pl.len())),
+        ],
+        how="vertical_relaxed",
+    )
+    ordered = tagged.sort(
+        list(spec.by),
+        descending=list(spec.descending),
+        nulls_last=spec.nulls_last,
+        maintain_order=True,
+    ).with_columns(_p=pl.col("_b").cum_sum())
+    rows = ordered.filter(pl.col("_b") == 0).sort("_i")
+    return rows["_p"].alias(PARTITION_COLUMN)
+
+
+def boundaries_from_sample(sample: pl.DataFrame, spec: RangeSpec, partitions: int) -> pl.DataFrame:
+    """``partitions - 1`` rows that cut the sorted sample into equal parts.
+
+    >>> spec = RangeSpec(("x",), (False,), False)
+    >>> boundaries_from_sample(pl.DataFrame({"x": list(range(100))}), spec, 4)["x"].to_list()
+    [25, 50, 75]
+    """
+    ordered = sample.sort(
+        list(spec.by), descending=list(spec.descending), nulls_last=spec.nulls_last
+    )
+    if ordered.height == 0 or partitions < 2:
+        return ordered.clear()
+    picks = [ordered.height * i // partitions for i in range(1, partitions)]
+    return ordered[picks]
 
 
 def partition_of(frame: pl.DataFrame, keys: tuple[str, ...], partitions: int) -> pl.Series:
@@ -63,7 +121,11 @@ class ShuffleWriter:
     def write(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
             return
-        parts = frame.with_columns(partition_of(frame, self.sink.keys, self.sink.partitions))
+        if self.sink.ranges is not None:
+            numbers = range_partition_of(frame, self.sink.ranges)
+        else:
+            numbers = partition_of(frame, self.sink.keys, self.sink.partitions)
+        parts = frame.with_columns(numbers)
         for (number,), part in parts.partition_by(
             PARTITION_COLUMN, as_dict=True, include_key=False, maintain_order=True
         ).items():

@@ -23,8 +23,10 @@ from terabatch.plan.nodes import (
     MapBatches,
     Narrow,
     Rename,
+    SampleKeys,
     Select,
     Shuffle,
+    Sort,
     TopK,
     Unique,
     Window,
@@ -115,6 +117,8 @@ _REDUCE = {
     Unique: shuffle_ops.unique,
     Window: shuffle_ops.window,
     TopK: shuffle_ops.top_k,
+    Sort: shuffle_ops.sort,
+    SampleKeys: shuffle_ops.sample_keys,
 }
 
 
@@ -126,7 +130,7 @@ def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
     steps: list[Step] = []
     run: list[Narrow] = []
     for op in ops:
-        if isinstance(op, MapBatches | Aggregate | Unique | Window | TopK):
+        if isinstance(op, MapBatches | Aggregate | Unique | Window | TopK | Sort | SampleKeys):
             if run:
                 steps.append(_polars_step(run))
                 run = []

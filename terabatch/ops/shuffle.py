@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Aggregate, TopK, Unique, Window
+from terabatch.plan.nodes import Aggregate, SampleKeys, Sort, TopK, Unique, Window
 
 
 def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -38,3 +38,20 @@ def top_k(op: TopK, batches: Iterator[Batch]) -> Iterator[Batch]:
         frame = batch.frame
         kept = frame.top_k(op.k, by=by) if op.largest else frame.bottom_k(op.k, by=by)
         yield Batch(kept, batch.origin)
+
+
+def sort(op: Sort, batches: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in batches:
+        frame = batch.frame.sort(
+            list(op.by),
+            descending=list(op.descending),
+            nulls_last=op.nulls_last,
+            maintain_order=True,
+        )
+        yield Batch(frame, batch.origin)
+
+
+def sample_keys(op: SampleKeys, batches: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in batches:
+        every = max(1, batch.frame.height // op.rows)
+        yield Batch(batch.frame.select(op.by).gather_every(every), batch.origin)

@@ -86,6 +86,25 @@ class TopK:
 
 
 @dataclass(frozen=True, eq=False)
+class Sort:
+    """A global order on key columns: range partitions from a sample, each sorted."""
+
+    child: Node
+    by: tuple[str, ...]
+    descending: tuple[bool, ...]
+    nulls_last: bool
+
+
+@dataclass(frozen=True, eq=False)
+class SampleKeys:
+    """Physical: keep at most ``rows`` evenly spaced rows of the ``by`` columns per batch."""
+
+    child: Node
+    by: tuple[str, ...]
+    rows: int
+
+
+@dataclass(frozen=True, eq=False)
 class Aggregate:
     """``group_by(keys).agg(aggs)``: needs every row of a key together, so a hash shuffle."""
 
@@ -125,11 +144,13 @@ Node = (
     | Aggregate
     | Unique
     | Window
+    | Sort
+    | SampleKeys
 )
 
 Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head | TopK
 
-Shuffle = Aggregate | Unique | Window
+Shuffle = Aggregate | Unique | Window | Sort
 
 
 def lineage(node: Node) -> tuple[Scan, list[Narrow | Shuffle]]:

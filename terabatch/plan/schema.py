@@ -22,6 +22,7 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
+    Sort,
     TopK,
     Unique,
     Window,
@@ -61,6 +62,8 @@ def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
             out = frame.rename(dict(node.mapping), strict=True)
         elif isinstance(node, Head | TopK):
             out = frame
+        elif isinstance(node, Sort):
+            out = frame.sort(list(node.by), descending=list(node.descending))
         elif isinstance(node, Aggregate):
             out = frame.group_by(*node.keys).agg(*node.aggs)
         elif isinstance(node, Window):

@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from terabatch.errors import TerabatchError
-from terabatch.io.shuffle import ShufflePartition, ShuffleSink, ShuffleSource
+from terabatch.io.shuffle import (
+    RangeSpec,
+    ShufflePartition,
+    ShuffleSink,
+    ShuffleSource,
+    boundaries_from_sample,
+)
 from terabatch.io.sinks import CollectSink, Sink
 from terabatch.io.sources import Source, Split
 from terabatch.plan.expressions import output_name
@@ -23,8 +29,11 @@ from terabatch.plan.nodes import (
     Head,
     Narrow,
     Node,
+    SampleKeys,
     Scan,
     Select,
+    Shuffle,
+    Sort,
     TopK,
     Unique,
     Window,
@@ -62,6 +71,7 @@ class Stage:
     driver_ops: tuple[Narrow, ...] = ()
     limit: int | None = None
     reads_input: bool = True
+    samples: bool = False
 
     @property
     def input_bytes(self) -> int:
@@ -81,6 +91,9 @@ class Sizes:
     chunk_bytes: int
     partitions: int
     memory_limit: int | None
+
+
+SAMPLE_ROWS_PER_BATCH = 1000
 
 
 def split_for_tasks(ops: list) -> tuple[list, int | None, list]:
@@ -108,7 +121,7 @@ def split_at_head(ops: list) -> tuple[list, int | None, list]:
 def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -> list[Stage]:
     """Cut a plan into stages: one, or a map and a reduce stage around a shuffle."""
     scan, ops = lineage(plan)
-    at = next((i for i, op in enumerate(ops) if isinstance(op, Aggregate | Unique | Window)), None)
+    at = next((i for i, op in enumerate(ops) if isinstance(op, Shuffle)), None)
     map_tasks = _scan_tasks(scan, sizes)
     if at is None:
         task_ops, limit, driver_ops = split_for_tasks(ops)
@@ -120,11 +133,14 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     if shuffle_dir is None:
         raise ValueError("a plan with a shuffle needs a shuffle directory")
     shuffle, before, after = ops[at], ops[:at], ops[at + 1 :]
-    if any(isinstance(op, Aggregate | Unique | Window) for op in after):
+    if any(isinstance(op, Shuffle) for op in after):
         raise TerabatchError("only one group_by or unique per pipeline is supported so far")
     keys, prepare = _shuffle_keys(shuffle)
     combine_map, combine_reduce = _precombine(shuffle, keys)
-    map_sink = ShuffleSink(shuffle_dir, keys, sizes.partitions)
+    ranges = None
+    if isinstance(shuffle, Sort):
+        ranges = RangeSpec(shuffle.by, shuffle.descending, shuffle.nulls_last)
+    map_sink = ShuffleSink(shuffle_dir, keys, sizes.partitions, ranges)
     mapped = tuple(
         replace(t, ops=(*before, *prepare, *combine_map), sink=map_sink) for t in map_tasks
     )
@@ -146,7 +162,14 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
         for i in range(sizes.partitions)
     )
     keys_text = ", ".join(keys) if keys else "all columns"
+    sampling: list[Stage] = []
+    if isinstance(shuffle, Sort):
+        # Range boundaries come from a sample of the keys, taken in a first pass over the input.
+        sample = SampleKeys(shuffle, shuffle.by, SAMPLE_ROWS_PER_BATCH)
+        sampled = tuple(replace(t, ops=(*before, sample), sink=CollectSink()) for t in map_tasks)
+        sampling.append(Stage("sample sort keys", sampled, reads_input=False, samples=True))
     return [
+        *sampling,
         Stage(f"map {scan.source.format} -> shuffle on {keys_text}", mapped),
         Stage(f"reduce: {describe_shuffle(shuffle)}", reduced, tuple(driver_ops), limit, False),
     ]
@@ -158,16 +181,33 @@ def _sink_before_gather(sink: Sink, limit: int | None, driver_ops: list) -> Sink
     return CollectSink() if gathers and not isinstance(sink, CollectSink) else sink
 
 
-def describe_shuffle(op: Aggregate | Unique | Window) -> str:
+def with_boundaries(stage: Stage, samples: list[pl.DataFrame]) -> Stage:
+    """The range-partitioning map stage of a sort, given the key samples of the first pass."""
+    sink = stage.tasks[0].sink if stage.tasks else None
+    if not isinstance(sink, ShuffleSink) or sink.ranges is None:
+        return stage
+    sample = pl.concat(samples, how="vertical_relaxed") if samples else pl.DataFrame()
+    if sample.width == 0:
+        return stage
+    cuts = boundaries_from_sample(sample, sink.ranges, sink.partitions)
+    ranged = replace(sink, ranges=replace(sink.ranges, boundaries=cuts))
+    return replace(stage, tasks=tuple(replace(t, sink=ranged) for t in stage.tasks))
+
+
+def describe_shuffle(op: Shuffle) -> str:
     if isinstance(op, Aggregate):
         return "group_by " + ", ".join(str(k) for k in op.keys)
     if isinstance(op, Window):
         return f"with_columns {', '.join(str(e) for e in op.exprs)}"
+    if isinstance(op, Sort):
+        return f"sort by {', '.join(op.by)}"
     subset = ", ".join(op.subset) if op.subset is not None else "all columns"
     return f"unique on {subset} (keep={op.keep})"
 
 
-def _shuffle_keys(op: Aggregate | Unique | Window) -> tuple[tuple[str, ...], tuple[Narrow, ...]]:
+def _shuffle_keys(
+    op: Shuffle,
+) -> tuple[tuple[str, ...], tuple[Narrow, ...]]:
     """Key column names to hash, and operators the map side runs to compute computed keys.
 
     A computed key gets an internal name, so that ``group_by(pl.col("v") % 4)`` does not
@@ -177,6 +217,8 @@ def _shuffle_keys(op: Aggregate | Unique | Window) -> tuple[tuple[str, ...], tup
         return (op.subset or ()), ()
     if isinstance(op, Window):
         return op.keys, ()
+    if isinstance(op, Sort):
+        return op.by, ()
     if all(k.meta.is_column() for k in op.keys):
         return tuple(output_name(k) for k in op.keys), ()
     names = tuple(f"__terabatch_key{i}" for i in range(len(op.keys)))
@@ -190,7 +232,7 @@ def _precombine(op: Aggregate | Unique | Window, keys: tuple[str, ...]) -> tuple
     Decomposable aggregations and ``unique(keep != "none")`` shrink each batch before the
     shuffle; everything else ships rows and is computed whole on the reduce side.
     """
-    if isinstance(op, Window):
+    if isinstance(op, Window | Sort):
         return (), (op,)
     if isinstance(op, Unique):
         per_batch = (op,) if op.keep != "none" else ()

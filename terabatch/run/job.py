@@ -29,7 +29,14 @@ from terabatch.ops.narrow import compile_ops
 from terabatch.plan.nodes import Head, Node, TopK, lineage
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
-from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
+from terabatch.plan.stages import (
+    Sizes,
+    Stage,
+    Task,
+    plan_stages,
+    split_at_head,
+    with_boundaries,
+)
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.progress import ProgressReporter
 from terabatch.run.summary import JobSummary
@@ -169,7 +176,14 @@ class Job:
 
         Earlier stages write shuffle files; their results only feed progress and the summary.
         """
-        for stage in self.stages[:-1]:
+        for i in range(len(self.stages) - 1):
+            stage = self.stages[i]  # read now: a sample stage replaces the stage after it
+            if stage.samples:
+                # A sort's first pass: its key samples set the next stage's range boundaries.
+                results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
+                samples = [r.frame for r in results if r.frame is not None]
+                self.stages[i + 1] = with_boundaries(self.stages[i + 1], samples)
+                continue
             for _ in self._run_stage(stage, monitor, reporter, self._shuffle_dirs, None):
                 pass
         yield from self._run_stage(self.stage, monitor, reporter, dirs, max_waiting)
@@ -216,6 +230,10 @@ class Job:
             memory_pressure=lambda: self._pressure(monitor),
             max_retries=self.options.max_retries,
         )
+
+
+def _no_dirs(task: Task) -> tuple[None, None]:
+    return None, None
 
 
 def _scan_files(plan: Node):

@@ -14,6 +14,7 @@ from terabatch.plan.nodes import (
     Node,
     Rename,
     Select,
+    Sort,
     TopK,
     Unique,
     Window,
@@ -60,6 +61,8 @@ def _needed_below(op: Node, needed: set[str] | None) -> set[str] | None:
         return set(needed)
     if isinstance(op, TopK):
         return _union_inputs(op.by, set(needed))
+    if isinstance(op, Sort):
+        return set(needed) | set(op.by)
     raise TypeError(f"unknown operator {type(op).__name__}")
 
 
