@@ -119,7 +119,8 @@ def split_at_head(ops: list) -> tuple[list, int | None, list]:
 
 
 def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -> list[Stage]:
-    """Cut a plan into stages: one, or a map and a reduce stage around a shuffle."""
+    """Cut a plan into stages: one, or a map and a reduce stage around a shuffle (after a
+    sampling pass, for a sort)."""
     scan, ops = lineage(plan)
     at = next((i for i, op in enumerate(ops) if isinstance(op, Shuffle)), None)
     map_tasks = _scan_tasks(scan, sizes)
@@ -134,7 +135,9 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
         raise ValueError("a plan with a shuffle needs a shuffle directory")
     shuffle, before, after = ops[at], ops[:at], ops[at + 1 :]
     if any(isinstance(op, Shuffle) for op in after):
-        raise TerabatchError("only one group_by or unique per pipeline is supported so far")
+        raise TerabatchError(
+            "only one group_by, unique, window or sort per pipeline is supported so far"
+        )
     keys, prepare = _shuffle_keys(shuffle)
     combine_map, combine_reduce = _precombine(shuffle, keys)
     ranges = None
