@@ -51,6 +51,10 @@ class SpillLimitError(TerabatchError):
     """Shuffle files would pass the disk budget (``spill_limit``)."""
 
 
+class PartitionTooLargeError(TerabatchError):
+    """A shuffle partition cannot fit a worker's memory budget (usually one huge key)."""
+
+
 class MemoryBudgetError(TerabatchError):
     """The plan cannot run within the memory budget."""
 

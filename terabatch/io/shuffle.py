@@ -17,9 +17,13 @@ import polars as pl
 import pyarrow as pa
 from fsspec.core import url_to_fs
 
+from terabatch.errors import PartitionTooLargeError
 from terabatch.io.sources import Batch
 
 PARTITION_COLUMN = "__terabatch_partition"
+# In memory, rows take about this many times their zstd-compressed IPC size (db-benchmark
+# table), and a reduce operation (Polars' group_by, sort) needs about as much again.
+EXPANSION, WORKING_FACTOR = 4, 2
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
@@ -88,6 +92,10 @@ def boundaries_from_sample(sample: pl.DataFrame, spec: RangeSpec, partitions: in
         return ordered.clear()
     picks = [ordered.height * i // partitions for i in range(1, partitions)]
     return ordered[picks]
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:,.0f}"
 
 
 def partition_of(frame: pl.DataFrame, keys: tuple[str, ...], partitions: int) -> pl.Series:
@@ -178,17 +186,52 @@ class ShuffleSource:
 
     directory: str
     map_tasks: int
+    keys: tuple[str, ...] = ()
+    data_room: int | None = None
     format: str = "shuffle"
 
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
         fs, _ = url_to_fs(self.directory)
+        paths = [
+            path
+            for task_id in range(self.map_tasks)
+            if fs.exists(path := partition_file(self.directory, task_id, split.index))
+        ]
+        self._check_fits(fs, paths, split)
         frames = []
-        for task_id in range(self.map_tasks):
-            path = partition_file(self.directory, task_id, split.index)
-            if fs.exists(path):
-                with fs.open(path, "rb") as handle:
-                    frames.append(pl.from_arrow(pa.ipc.open_file(handle).read_all()))
+        for path in paths:
+            with fs.open(path, "rb") as handle:
+                frames.append(pl.from_arrow(pa.ipc.open_file(handle).read_all()))
         if frames:
             yield Batch(pl.concat(frames, how="vertical_relaxed"), split.describe)
+
+    def _check_fits(self, fs, paths: list[str], split: ShufflePartition) -> None:
+        """Stop before loading a partition that cannot fit, naming its heaviest key.
+
+        One key's rows always meet in one partition, so a key holding most of the data (skew)
+        makes one partition too large for any partition count; better a clear error than a
+        worker killed for running out of memory.
+        """
+        if self.data_room is None or not paths:
+            return
+        on_disk = {path: fs.size(path) for path in paths}
+        needed = sum(on_disk.values()) * EXPANSION * WORKING_FACTOR
+        if needed <= self.data_room:
+            return
+        raise PartitionTooLargeError(
+            f"{split.describe()} holds about {_mib(sum(on_disk.values()) * EXPANSION)} MiB of "
+            f"rows{self._heaviest_key(fs, max(on_disk, key=on_disk.get))}, more than a worker's "
+            f"{_mib(self.data_room)} MiB of room allows; raise memory=, or use aggregations "
+            "that combine per batch (sum, mean, count, min, max) for keys this large"
+        )
+
+    def _heaviest_key(self, fs, path: str) -> str:
+        if not self.keys:
+            return ""
+        with fs.open(path, "rb") as handle:
+            keys = pl.from_arrow(pa.ipc.open_file(handle).read_all().select(list(self.keys)))
+        top = keys.group_by(list(self.keys)).len().sort("len", descending=True).row(0, named=True)
+        count = top.pop("len")
+        return f"; key {top} alone has {count:,} rows in one map task's output"

@@ -91,6 +91,8 @@ class Sizes:
     chunk_bytes: int
     partitions: int
     memory_limit: int | None
+    # A worker's memory for data, past its baseline: what one reduce partition may fill.
+    data_room: int | None = None
 
 
 SAMPLE_ROWS_PER_BATCH = 1000
@@ -149,7 +151,7 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     )
     task_ops, limit, driver_ops = split_for_tasks([*combine_reduce, *after])
     final_sink = _sink_before_gather(sink, limit, driver_ops)
-    source = ShuffleSource(shuffle_dir, len(mapped))
+    source = ShuffleSource(shuffle_dir, len(mapped), keys, sizes.data_room)
     reduced = tuple(
         Task(
             i,

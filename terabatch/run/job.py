@@ -74,6 +74,7 @@ class Sizing:
     split_bytes: int
     worker_memory: int | None
     partitions: int
+    data_room: int | None
 
 
 def size_job(options: RunOptions, input_bytes: int) -> Sizing:
@@ -103,13 +104,10 @@ def size_job(options: RunOptions, input_bytes: int) -> Sizing:
     split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 16)))
     # A reduce task holds its whole partition and Polars' hash tables over it, which for many
     # keys (db-benchmark q10) take several times the partition: a tenth of the room each.
-    room = (
-        MAX_PARTITION
-        if worker_memory is None
-        else max(MIN_CHUNK, (worker_memory - WORKER_BASELINE - WORKER_FIXED) // 10)
-    )
+    data_room = None if worker_memory is None else worker_memory - WORKER_BASELINE - WORKER_FIXED
+    room = MAX_PARTITION if data_room is None else max(MIN_CHUNK, data_room // 10)
     partitions = max(workers, min(MAX_PARTITIONS, -(-input_bytes // room)))
-    return Sizing(workers, min(chunk, split), split, worker_memory, partitions)
+    return Sizing(workers, min(chunk, split), split, worker_memory, partitions, data_room)
 
 
 @dataclass
@@ -144,6 +142,7 @@ class Job:
             self.sizing.chunk_bytes,
             self.sizing.partitions,
             self.sizing.worker_memory,
+            self.sizing.data_room,
         )
         try:
             self.stages = plan_stages(self.plan, sink, sizes, self.scratch)
