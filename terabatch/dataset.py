@@ -22,6 +22,7 @@ from terabatch.plan.nodes import (
     Drop,
     Filter,
     Head,
+    Join,
     MapBatches,
     Node,
     Rename,
@@ -73,6 +74,30 @@ def _row_wise(method: str, exprs: tuple[pl.Expr, ...]) -> tuple[pl.Expr, ...]:
                 "counts, use ds.count()"
             )
     return exprs
+
+
+JOIN_KINDS = ("inner", "left", "right", "full", "semi", "anti")
+
+
+def _check_join_key_types(
+    left: Dataset, right: Dataset, left_on: tuple[str, ...], right_on: tuple[str, ...]
+) -> None:
+    """Keys must have equal types: both sides are hashed to the same partitions."""
+    left_schema, right_schema = output_schema(left._plan), output_schema(right._plan)
+    if left_schema is None or right_schema is None:
+        return
+    for a, b in zip(left_on, right_on, strict=True):
+        for name, schema, side in ((a, left_schema, "left"), (b, right_schema, "right")):
+            if name not in schema:
+                raise SchemaError(
+                    f"join key {name!r} not found on the {side} side"
+                    f"{suggest(name, list(schema.names()))}"
+                )
+        if left_schema[a] != right_schema[b]:
+            raise SchemaError(
+                f"join keys {a!r} ({left_schema[a]}) and {b!r} ({right_schema[b]}) differ in "
+                "type; cast one side with with_columns first"
+            )
 
 
 def _options(
@@ -233,7 +258,7 @@ class Dataset:
                 raise TerabatchError(
                     f"{what} after head() or top_k() is not supported; apply those last"
                 )
-            if isinstance(op, Aggregate | Unique | Window | Sort):
+            if isinstance(op, Aggregate | Unique | Window | Sort | Join):
                 raise TerabatchError(
                     f"{what} after a group_by or unique is not supported yet: one shuffle per "
                     "pipeline; write the first result and read it back"
@@ -272,6 +297,38 @@ class Dataset:
             raise TerabatchError(f"descending has {len(flags)} values for {len(keys)} columns")
         self._before_shuffle("sort")
         return self._add(Sort(self._plan, keys, flags, nulls_last))
+
+    def join(
+        self,
+        other: Dataset,
+        on: str | Sequence[str] | None = None,
+        *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        how: str = "inner",
+        suffix: str = "_right",
+    ) -> Dataset:
+        """Join with another dataset on key columns, as Polars' ``join`` does.
+
+        Both sides are hash-partitioned on their keys into the same partitions, and each pair
+        of partitions is joined by one task, so neither side has to fit in memory. ``how`` is
+        inner, left, right, full, semi or anti. Rows come out grouped by partition.
+        """
+        if not isinstance(other, Dataset):
+            raise TerabatchError(f"join needs a terabatch Dataset, got {type(other).__name__}")
+        if how not in JOIN_KINDS:
+            raise TerabatchError(f"how must be one of {', '.join(JOIN_KINDS)}, not {how!r}")
+        if on is not None:
+            left_on = right_on = on
+        if left_on is None or right_on is None:
+            raise TerabatchError("join needs on= or both left_on= and right_on=")
+        left_keys = (left_on,) if isinstance(left_on, str) else tuple(left_on)
+        right_keys = (right_on,) if isinstance(right_on, str) else tuple(right_on)
+        if len(left_keys) != len(right_keys) or not left_keys:
+            raise TerabatchError("left_on and right_on need the same number of columns")
+        self._before_shuffle("join")
+        _check_join_key_types(self, other, left_keys, right_keys)
+        return self._add(Join(self._plan, other._plan, left_keys, right_keys, how, suffix))
 
     def unique(self, subset: str | Sequence[str] | None = None, *, keep: str = "any") -> Dataset:
         """Keep one row per distinct ``subset`` of columns (all columns by default).

@@ -7,6 +7,7 @@ from terabatch.plan.nodes import (
     Drop,
     Filter,
     Head,
+    Join,
     MapBatches,
     Node,
     Rename,
@@ -65,6 +66,10 @@ def describe_node(node: Node) -> str:
         return f"unique on {subset}, keep={node.keep}"
     if isinstance(node, Window):
         return f"with_columns (windows over {', '.join(node.keys)}) {_exprs(node.exprs)}"
+    if isinstance(node, Join):
+        keys = ", ".join(f"{a} = {b}" for a, b in zip(node.left_on, node.right_on, strict=True))
+        right = "\n".join("    " + line for line in explain_plan(node.other, False).splitlines())
+        return f"{node.how} join on {keys} with:\n{right}"
     if isinstance(node, Sort):
         order = ", ".join(
             f"{k} {'desc' if d else 'asc'}" for k, d in zip(node.by, node.descending, strict=True)
@@ -99,7 +104,7 @@ def _precombined(op: Shuffle) -> str:
     """Which work the map tasks do per batch before shuffling."""
     if isinstance(op, Unique):
         return "unique per batch (pre-combined), " if op.keep != "none" else ""
-    if isinstance(op, Window):
+    if isinstance(op, Window | Sort | Join):
         return ""
     split = split_aggregations(op.aggs)
     if split is None:
@@ -121,6 +126,13 @@ def _stages(ops: list) -> list[str]:
         f"reduce: {describe_shuffle(shuffle)} on each whole partition, then the operators "
         f"after it{keep}"
     )
+    if isinstance(shuffle, Join):
+        return [
+            f"stage 1: map left: operators before the join, hash shuffle on "
+            f"{', '.join(shuffle.left_on)}",
+            f"stage 2: map right: its operators, hash shuffle on {', '.join(shuffle.right_on)}",
+            f"stage 3: {reduce}",
+        ]
     if isinstance(shuffle, Sort):
         return [
             "stage 1: sample: operators before the sort, keep a sample of the keys",

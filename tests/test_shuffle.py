@@ -313,3 +313,59 @@ def test_range_partitions_follow_the_sort_order(values, cuts, descending, nulls_
     # keys share one partition.
     assert (ordered["p"].diff().drop_nulls() >= 0).all()
     assert parts.group_by("x").agg(pl.col("p").n_unique())["p"].max() in (None, 1)
+
+
+RIGHT = pl.DataFrame(
+    {
+        "key": ["a", "b", None, "d", "a"],
+        "n": [1, 2, 2, 4, 3],
+        "label": ["x", "y", "z", "w", "v"],
+    }
+)
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "full", "semi", "anti"])
+def test_join_equals_polars(tmp_path: Path, many_partitions, how: str) -> None:
+    left_path = write_parquet(tmp_path, KEYED)
+    right_path = tmp_path / "right.parquet"
+    RIGHT.write_parquet(right_path)
+    got = collect_inline(
+        tb.read_parquet(left_path)
+        .filter(pl.col("v") < 25)
+        .join(tb.read_parquet(right_path), left_on=["s", "i"], right_on=["key", "n"], how=how)
+    )
+    want = KEYED.filter(pl.col("v") < 25).join(
+        RIGHT, left_on=["s", "i"], right_on=["key", "n"], how=how
+    )
+    same_rows(got, want.select(got.columns), got.columns)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(left=rows, right=rows, how=st.sampled_from(["inner", "left", "full", "anti"]))
+def test_property_join(tmp_path: Path, many_partitions, left, right, how) -> None:
+    schema = {"k": pl.String, "j": pl.Int64, "v": pl.Int64}
+    lf = pl.DataFrame(left, schema=schema, orient="row")
+    rf = pl.DataFrame(right, schema=schema, orient="row")
+    lf.write_parquet(tmp_path / "l.parquet")
+    rf.write_parquet(tmp_path / "r.parquet")
+    left_ds, right_ds = (
+        tb.read_parquet(tmp_path / "l.parquet"),
+        tb.read_parquet(tmp_path / "r.parquet"),
+    )
+    got = collect_inline(left_ds.join(right_ds, on=["k", "j"], how=how))
+    want = lf.join(rf, on=["k", "j"], how=how)
+    same_rows(got, want.select(got.columns), got.columns)
+
+
+def test_join_checks_keys(csv_file: Path) -> None:
+    ds = tb.read_csv(csv_file)
+    with pytest.raises(TerabatchError, match="differ in type"):
+        ds.join(ds.with_columns(pl.col("id").cast(pl.String)), on="id")
+    with pytest.raises(TerabatchError, match="not found"):
+        ds.join(ds, left_on="idd", right_on="id")
+    with pytest.raises(TerabatchError, match="how must be"):
+        ds.join(ds, on="id", how="cross")
+    text = ds.join(ds.select("id", "group"), on="id").explain()
+    assert "stage 2: map right" in text and "inner join on id = id" in text

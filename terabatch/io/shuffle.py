@@ -235,3 +235,39 @@ class ShuffleSource:
         top = keys.group_by(list(self.keys)).len().sort("len", descending=True).row(0, named=True)
         count = top.pop("len")
         return f"; key {top} alone has {count:,} rows in one map task's output"
+
+
+@dataclass(frozen=True, eq=False)
+class JoinSource:
+    """Partition i of both sides of a join, joined: every row of a key is in partition i."""
+
+    left: ShuffleSource
+    right: ShuffleSource
+    left_schema: pl.Schema
+    right_schema: pl.Schema
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str
+    suffix: str
+    format: str = "join"
+
+    def read(
+        self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
+    ) -> Iterator[Batch]:
+        left = _one_frame(self.left.read(split, None, chunk_bytes), self.left_schema)
+        right = _one_frame(self.right.read(split, None, chunk_bytes), self.right_schema)
+        joined = left.join(
+            right,
+            left_on=list(self.left_on),
+            right_on=list(self.right_on),
+            how=self.how,
+            suffix=self.suffix,
+            maintain_order="left_right",
+        )
+        if joined.height:
+            yield Batch(joined, split.describe)
+
+
+def _one_frame(batches: Iterator[Batch], schema: pl.Schema) -> pl.DataFrame:
+    frames = [batch.frame for batch in batches]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=schema)

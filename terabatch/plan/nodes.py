@@ -105,6 +105,18 @@ class SampleKeys:
 
 
 @dataclass(frozen=True, eq=False)
+class Join:
+    """Join ``child`` (left) with ``other`` (right) on key columns, after a shuffle of both."""
+
+    child: Node
+    other: Node
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str
+    suffix: str
+
+
+@dataclass(frozen=True, eq=False)
 class Aggregate:
     """``group_by(keys).agg(aggs)``: needs every row of a key together, so a hash shuffle."""
 
@@ -146,11 +158,12 @@ Node = (
     | Window
     | Sort
     | SampleKeys
+    | Join
 )
 
 Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head | TopK
 
-Shuffle = Aggregate | Unique | Window | Sort
+Shuffle = Aggregate | Unique | Window | Sort | Join
 
 
 def lineage(node: Node) -> tuple[Scan, list[Narrow | Shuffle]]:
@@ -161,6 +174,16 @@ def lineage(node: Node) -> tuple[Scan, list[Narrow | Shuffle]]:
         node = node.child
     ops.reverse()
     return node, ops
+
+
+def scans(node: Node) -> list[Scan]:
+    """Every scan a plan reads: the left-most one first, then those of joined plans."""
+    scan, ops = lineage(node)
+    found = [scan]
+    for op in ops:
+        if isinstance(op, Join):
+            found += scans(op.other)
+    return found
 
 
 def rebuild(scan: Scan, ops: list[Narrow | Shuffle]) -> Node:

@@ -17,6 +17,7 @@ from terabatch.plan.nodes import (
     Drop,
     Filter,
     Head,
+    Join,
     MapBatches,
     Node,
     Rename,
@@ -62,6 +63,19 @@ def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
             out = frame.rename(dict(node.mapping), strict=True)
         elif isinstance(node, Head | TopK):
             out = frame
+        elif isinstance(node, Join):
+            other = output_schema(node.other)
+            if other is None:
+                raise SchemaError(
+                    "join needs the right side's columns: declare map_batches(schema=)"
+                )
+            out = frame.join(
+                pl.LazyFrame(schema=other),
+                left_on=list(node.left_on),
+                right_on=list(node.right_on),
+                how=node.how,
+                suffix=node.suffix,
+            )
         elif isinstance(node, Sort):
             out = frame.sort(list(node.by), descending=list(node.descending))
         elif isinstance(node, Aggregate):

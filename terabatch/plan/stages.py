@@ -9,12 +9,14 @@ order and runs what follows ``head`` itself.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, replace
 
 import polars as pl
 
 from terabatch.errors import TerabatchError
 from terabatch.io.shuffle import (
+    JoinSource,
     RangeSpec,
     ShufflePartition,
     ShuffleSink,
@@ -27,6 +29,7 @@ from terabatch.plan.expressions import output_name
 from terabatch.plan.nodes import (
     Aggregate,
     Head,
+    Join,
     Narrow,
     Node,
     SampleKeys,
@@ -140,6 +143,8 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
         raise TerabatchError(
             "only one group_by, unique, window or sort per pipeline is supported so far"
         )
+    if isinstance(shuffle, Join):
+        return _join_stages(scan, map_tasks, before, shuffle, after, sink, sizes, shuffle_dir)
     keys, prepare = _shuffle_keys(shuffle)
     combine_map, combine_reduce = _precombine(shuffle, keys)
     ranges = None
@@ -180,6 +185,68 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     ]
 
 
+def _join_stages(
+    scan: Scan,
+    left_tasks: tuple[Task, ...],
+    before: list,
+    join: Join,
+    after: list,
+    sink: Sink,
+    sizes: Sizes,
+    shuffle_dir: str,
+) -> list[Stage]:
+    """Shuffle both sides on their keys into the same partitions; join partition by partition."""
+    right_scan, right_ops = lineage(join.other)
+    if any(isinstance(op, Shuffle | Head | TopK) for op in right_ops):
+        raise TerabatchError("the right side of a join must be a narrow pipeline (no shuffle)")
+    left_dir, right_dir = posixpath.join(shuffle_dir, "left"), posixpath.join(shuffle_dir, "right")
+    left_sink = ShuffleSink(left_dir, join.left_on, sizes.partitions)
+    right_sink = ShuffleSink(right_dir, join.right_on, sizes.partitions)
+    left = tuple(replace(t, ops=tuple(before), sink=left_sink) for t in left_tasks)
+    right = tuple(
+        replace(t, ops=tuple(right_ops), sink=right_sink) for t in _scan_tasks(right_scan, sizes)
+    )
+    left_schema = output_schema(join.child)
+    right_schema = output_schema(join.other)
+    if left_schema is None or right_schema is None:
+        raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
+    source = JoinSource(
+        ShuffleSource(left_dir, len(left), join.left_on, sizes.data_room),
+        ShuffleSource(right_dir, len(right), join.right_on, sizes.data_room),
+        left_schema,
+        right_schema,
+        join.left_on,
+        join.right_on,
+        join.how,
+        join.suffix,
+    )
+    task_ops, limit, driver_ops = split_for_tasks(list(after))
+    final_sink = _sink_before_gather(sink, limit, driver_ops)
+    reduced = tuple(
+        Task(
+            i,
+            source,
+            ShufflePartition(i),
+            None,
+            tuple(task_ops),
+            limit,
+            final_sink,
+            sizes.chunk_bytes,
+            sizes.memory_limit,
+        )
+        for i in range(sizes.partitions)
+    )
+    keys = ", ".join(join.left_on)
+    return [
+        Stage(f"map {scan.source.format} (left) -> shuffle on {keys}", left),
+        Stage(
+            f"map {right_scan.source.format} (right) -> shuffle on {', '.join(join.right_on)}",
+            right,
+        ),
+        Stage(f"reduce: {join.how} join on {keys}", reduced, tuple(driver_ops), limit, False),
+    ]
+
+
 def _sink_before_gather(sink: Sink, limit: int | None, driver_ops: list) -> Sink:
     # Rows before a head or top_k come back to the driver, which finishes them in task order.
     gathers = limit is not None or bool(driver_ops)
@@ -206,6 +273,8 @@ def describe_shuffle(op: Shuffle) -> str:
         return f"with_columns {', '.join(str(e) for e in op.exprs)}"
     if isinstance(op, Sort):
         return f"sort by {', '.join(op.by)}"
+    if isinstance(op, Join):
+        return f"{op.how} join on {', '.join(op.left_on)} = {', '.join(op.right_on)}"
     subset = ", ".join(op.subset) if op.subset is not None else "all columns"
     return f"unique on {subset} (keep={op.keep})"
 

@@ -22,11 +22,12 @@ from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
 from terabatch.io.commit import OutputCommit, new_job_id
+from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import compile_ops
-from terabatch.plan.nodes import Head, Node, TopK, lineage
+from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
 from terabatch.plan.stages import (
@@ -198,8 +199,9 @@ class Job:
             )
 
     def _shuffle_dirs(self, task: Task) -> tuple[str, str]:
-        attempt = os.path.join(self.scratch, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
-        return attempt, map_dir(self.scratch, task.task_id)
+        root = task.sink.directory  # a join shuffles its two sides into two directories
+        attempt = os.path.join(root, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
+        return attempt, map_dir(root, task.task_id)
 
     def _run_stage(
         self,
@@ -235,8 +237,8 @@ def _no_dirs(task: Task) -> tuple[None, None]:
     return None, None
 
 
-def _scan_files(plan: Node):
-    return lineage(plan)[0].source.files
+def _scan_files(plan: Node) -> list[FileInfo]:
+    return [f for scan in scans(plan) for f in scan.source.files]
 
 
 def _with_notes(exc: BaseException) -> BaseException:

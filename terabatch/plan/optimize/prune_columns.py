@@ -10,6 +10,7 @@ from terabatch.plan.nodes import (
     Drop,
     Filter,
     Head,
+    Join,
     MapBatches,
     Node,
     Rename,
@@ -63,6 +64,8 @@ def _needed_below(op: Node, needed: set[str] | None) -> set[str] | None:
         return _union_inputs(op.by, set(needed))
     if isinstance(op, Sort):
         return set(needed) | set(op.by)
+    if isinstance(op, Join):
+        return None
     raise TypeError(f"unknown operator {type(op).__name__}")
 
 
