@@ -128,6 +128,9 @@ def _stages(ops: list) -> list[str]:
     )
     if isinstance(shuffle, Join):
         return [
+            "if the right side's input is small (and the join keeps left rows: inner, left, semi, "
+            "anti): stage 1 collects it, stage 2 joins every batch of the left side with it "
+            "(broadcast join, no shuffle); otherwise:",
             f"stage 1: map left: operators before the join, hash shuffle on "
             f"{', '.join(shuffle.left_on)}",
             f"stage 2: map right: its operators, hash shuffle on {', '.join(shuffle.right_on)}",

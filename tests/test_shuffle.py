@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import terabatch as tb
+import terabatch.plan.stages as stages_module
 import terabatch.run.job as job_module
 from terabatch.errors import SpillLimitError, TerabatchError
 from terabatch.exec.inline import InlineExecutor
@@ -368,4 +369,32 @@ def test_join_checks_keys(csv_file: Path) -> None:
     with pytest.raises(TerabatchError, match="how must be"):
         ds.join(ds, on="id", how="cross")
     text = ds.join(ds.select("id", "group"), on="id").explain()
-    assert "stage 2: map right" in text and "inner join on id = id" in text
+    assert "broadcast join" in text and "stage 2: map right" in text
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "semi", "anti"])
+def test_join_through_the_shuffle_when_broadcast_is_off(
+    tmp_path: Path, many_partitions, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(stages_module, "BROADCAST_BYTES", 0)
+    left_path = write_parquet(tmp_path, KEYED)
+    right_path = tmp_path / "right.parquet"
+    RIGHT.write_parquet(right_path)
+    ds = tb.read_parquet(left_path).join(
+        tb.read_parquet(right_path), left_on="s", right_on="key", how=how
+    )
+    got = collect_inline(ds)
+    want = KEYED.join(RIGHT, left_on="s", right_on="key", how=how)
+    same_rows(got, want.select(got.columns), got.columns)
+
+
+def test_skewed_join_with_a_small_side_is_broadcast(tmp_path: Path, many_partitions) -> None:
+    # One key holds every left row: a shuffle would put them all in one partition.
+    left = pl.DataFrame({"k": ["hot"] * 300, "v": range(300)})
+    left.write_parquet(tmp_path / "l.parquet")
+    RIGHT.write_parquet(tmp_path / "r.parquet")
+    ds = tb.read_parquet(tmp_path / "l.parquet").join(
+        tb.read_parquet(tmp_path / "r.parquet"), left_on="k", right_on="key", how="left"
+    )
+    got = collect_inline(ds)
+    assert_frame_equal(got, left.join(RIGHT, left_on="k", right_on="key", how="left"))

@@ -223,8 +223,9 @@ class ShuffleSource:
         raise PartitionTooLargeError(
             f"{split.describe()} holds about {_mib(sum(on_disk.values()) * EXPANSION)} MiB of "
             f"rows{self._heaviest_key(fs, max(on_disk, key=on_disk.get))}, more than a worker's "
-            f"{_mib(self.data_room)} MiB of room allows; raise memory=, or use aggregations "
-            "that combine per batch (sum, mean, count, min, max) for keys this large"
+            f"{_mib(self.data_room)} MiB of room allows; raise memory= (a group_by whose "
+            "aggregations combine per batch, like sum, mean, count, min and max, and a join "
+            "whose right side is small avoid this)"
         )
 
     def _heaviest_key(self, fs, path: str) -> str:

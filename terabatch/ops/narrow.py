@@ -18,6 +18,7 @@ from terabatch.io.sources import Batch
 from terabatch.ops import shuffle as shuffle_ops
 from terabatch.plan.nodes import (
     Aggregate,
+    BroadcastJoin,
     Drop,
     Filter,
     MapBatches,
@@ -119,6 +120,7 @@ _REDUCE = {
     TopK: shuffle_ops.top_k,
     Sort: shuffle_ops.sort,
     SampleKeys: shuffle_ops.sample_keys,
+    BroadcastJoin: shuffle_ops.broadcast_join,
 }
 
 
@@ -130,7 +132,7 @@ def compile_ops(ops: list[Narrow | Shuffle]) -> Step:
     steps: list[Step] = []
     run: list[Narrow] = []
     for op in ops:
-        if isinstance(op, MapBatches | Aggregate | Unique | Window | TopK | Sort | SampleKeys):
+        if isinstance(op, (MapBatches, *_REDUCE)):
             if run:
                 steps.append(_polars_step(run))
                 run = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Aggregate, SampleKeys, Sort, TopK, Unique, Window
+from terabatch.plan.nodes import Aggregate, BroadcastJoin, SampleKeys, Sort, TopK, Unique, Window
 
 
 def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -55,3 +55,16 @@ def sample_keys(op: SampleKeys, batches: Iterator[Batch]) -> Iterator[Batch]:
     for batch in batches:
         every = max(1, batch.frame.height // op.rows)
         yield Batch(batch.frame.select(op.by).gather_every(every), batch.origin)
+
+
+def broadcast_join(op: BroadcastJoin, batches: Iterator[Batch]) -> Iterator[Batch]:
+    for batch in batches:
+        joined = batch.frame.join(
+            op.right,
+            left_on=list(op.left_on),
+            right_on=list(op.right_on),
+            how=op.how,
+            suffix=op.suffix,
+            maintain_order="left_right",
+        )
+        yield Batch(joined, batch.origin)

@@ -117,6 +117,18 @@ class Join:
 
 
 @dataclass(frozen=True, eq=False)
+class BroadcastJoin:
+    """Physical: join every batch with a small right side, shipped whole to each task."""
+
+    child: Node
+    right: pl.DataFrame
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str
+    suffix: str
+
+
+@dataclass(frozen=True, eq=False)
 class Aggregate:
     """``group_by(keys).agg(aggs)``: needs every row of a key together, so a hash shuffle."""
 
@@ -159,6 +171,7 @@ Node = (
     | Sort
     | SampleKeys
     | Join
+    | BroadcastJoin
 )
 
 Narrow = Filter | WithColumns | Select | Drop | Rename | MapBatches | Head | TopK

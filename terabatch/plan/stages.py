@@ -28,6 +28,7 @@ from terabatch.io.sources import Source, Split
 from terabatch.plan.expressions import output_name
 from terabatch.plan.nodes import (
     Aggregate,
+    BroadcastJoin,
     Head,
     Join,
     Narrow,
@@ -75,6 +76,7 @@ class Stage:
     limit: int | None = None
     reads_input: bool = True
     samples: bool = False
+    broadcasts: bool = False
 
     @property
     def input_bytes(self) -> int:
@@ -99,6 +101,8 @@ class Sizes:
 
 
 SAMPLE_ROWS_PER_BATCH = 1000
+BROADCAST_KINDS = ("inner", "left", "semi", "anti")
+BROADCAST_BYTES = 64 << 20
 
 
 def split_for_tasks(ops: list) -> tuple[list, int | None, list]:
@@ -195,10 +199,17 @@ def _join_stages(
     sizes: Sizes,
     shuffle_dir: str,
 ) -> list[Stage]:
-    """Shuffle both sides on their keys into the same partitions; join partition by partition."""
+    """Shuffle both sides on their keys into the same partitions; join partition by partition.
+
+    A small right side of a join that keeps left rows (inner, left, semi, anti) is instead
+    collected once and joined with every batch of the left side: no shuffle, and no skew.
+    """
     right_scan, right_ops = lineage(join.other)
     if any(isinstance(op, Shuffle | Head | TopK) for op in right_ops):
         raise TerabatchError("the right side of a join must be a narrow pipeline (no shuffle)")
+    right_bytes = sum(f.size for f in right_scan.source.files)
+    if join.how in BROADCAST_KINDS and right_bytes <= _broadcast_limit(sizes):
+        return _broadcast_stages(scan, left_tasks, before, join, after, sink, sizes)
     left_dir, right_dir = posixpath.join(shuffle_dir, "left"), posixpath.join(shuffle_dir, "right")
     left_sink = ShuffleSink(left_dir, join.left_on, sizes.partitions)
     right_sink = ShuffleSink(right_dir, join.right_on, sizes.partitions)
@@ -245,6 +256,60 @@ def _join_stages(
         ),
         Stage(f"reduce: {join.how} join on {keys}", reduced, tuple(driver_ops), limit, False),
     ]
+
+
+def _broadcast_limit(sizes: Sizes) -> int:
+    # Every task holds the whole right side next to its own batches.
+    return (
+        BROADCAST_BYTES if sizes.data_room is None else min(BROADCAST_BYTES, sizes.data_room // 8)
+    )
+
+
+def _broadcast_stages(
+    scan: Scan,
+    left_tasks: tuple[Task, ...],
+    before: list,
+    join: Join,
+    after: list,
+    sink: Sink,
+    sizes: Sizes,
+) -> list[Stage]:
+    right_scan, right_ops = lineage(join.other)
+    collect = tuple(
+        replace(t, ops=tuple(right_ops), sink=CollectSink()) for t in _scan_tasks(right_scan, sizes)
+    )
+    right_schema = output_schema(join.other)
+    if right_schema is None:
+        raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
+    # Until the driver has collected the right side, the probe holds an empty frame of it.
+    empty = pl.DataFrame(schema=right_schema)
+    probe = BroadcastJoin(join, empty, join.left_on, join.right_on, join.how, join.suffix)
+    task_ops, limit, driver_ops = split_for_tasks([*before, probe, *after])
+    final_sink = _sink_before_gather(sink, limit, driver_ops)
+    tasks = tuple(replace(t, ops=tuple(task_ops), limit=limit, sink=final_sink) for t in left_tasks)
+    return [
+        Stage(
+            f"collect {right_scan.source.format} (small right side)",
+            collect,
+            reads_input=False,
+            broadcasts=True,
+        ),
+        Stage(
+            f"read {scan.source.format}, {join.how} join with it", tasks, tuple(driver_ops), limit
+        ),
+    ]
+
+
+def with_broadcast(stage: Stage, frames: list[pl.DataFrame]) -> Stage:
+    """The probe stage of a broadcast join, given the collected right side."""
+    if not frames:
+        return stage
+    right = pl.concat(frames, how="vertical_relaxed")
+
+    def fill(op: Narrow) -> Narrow:
+        return replace(op, right=right) if isinstance(op, BroadcastJoin) else op
+
+    return replace(stage, tasks=tuple(replace(t, ops=tuple(map(fill, t.ops))) for t in stage.tasks))
 
 
 def _sink_before_gather(sink: Sink, limit: int | None, driver_ops: list) -> Sink:

@@ -37,6 +37,7 @@ from terabatch.plan.stages import (
     plan_stages,
     split_at_head,
     with_boundaries,
+    with_broadcast,
 )
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.progress import ProgressReporter
@@ -178,6 +179,12 @@ class Job:
         """
         for i in range(len(self.stages) - 1):
             stage = self.stages[i]  # read now: a sample stage replaces the stage after it
+            if stage.broadcasts:
+                # A broadcast join's first pass: the small right side, for every probe task.
+                results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
+                frames = [r.frame for r in results if r.frame is not None]
+                self.stages[i + 1] = with_broadcast(self.stages[i + 1], frames)
+                continue
             if stage.samples:
                 # A sort's first pass: its key samples set the next stage's range boundaries.
                 results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
@@ -186,6 +193,7 @@ class Job:
                 continue
             for _ in self._run_stage(stage, monitor, reporter, self._shuffle_dirs, None):
                 pass
+        self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
         yield from self._run_stage(self.stage, monitor, reporter, dirs, max_waiting)
 
     def _count_spill(self, result: TaskResult) -> None:
