@@ -161,20 +161,7 @@ def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -
     task_ops, limit, driver_ops = split_for_tasks([*combine_reduce, *after])
     final_sink = _sink_before_gather(sink, limit, driver_ops)
     source = ShuffleSource(shuffle_dir, len(mapped), keys, sizes.data_room)
-    reduced = tuple(
-        Task(
-            i,
-            source,
-            ShufflePartition(i),
-            None,
-            tuple(task_ops),
-            limit,
-            final_sink,
-            sizes.chunk_bytes,
-            sizes.memory_limit,
-        )
-        for i in range(sizes.partitions)
-    )
+    reduced = _reduce_tasks(source, task_ops, limit, final_sink, sizes)
     keys_text = ", ".join(keys) if keys else "all columns"
     sampling: list[Stage] = []
     if isinstance(shuffle, Sort):
@@ -233,20 +220,7 @@ def _join_stages(
     )
     task_ops, limit, driver_ops = split_for_tasks(list(after))
     final_sink = _sink_before_gather(sink, limit, driver_ops)
-    reduced = tuple(
-        Task(
-            i,
-            source,
-            ShufflePartition(i),
-            None,
-            tuple(task_ops),
-            limit,
-            final_sink,
-            sizes.chunk_bytes,
-            sizes.memory_limit,
-        )
-        for i in range(sizes.partitions)
-    )
+    reduced = _reduce_tasks(source, task_ops, limit, final_sink, sizes)
     keys = ", ".join(join.left_on)
     return [
         Stage(f"map {scan.source.format} (left) -> shuffle on {keys}", left),
@@ -310,6 +284,26 @@ def with_broadcast(stage: Stage, frames: list[pl.DataFrame]) -> Stage:
         return replace(op, right=right) if isinstance(op, BroadcastJoin) else op
 
     return replace(stage, tasks=tuple(replace(t, ops=tuple(map(fill, t.ops))) for t in stage.tasks))
+
+
+def _reduce_tasks(
+    source: ShuffleSource | JoinSource, ops: list, limit: int | None, sink: Sink, sizes: Sizes
+) -> tuple[Task, ...]:
+    """One task per shuffle partition, each running ``ops`` on its whole partition."""
+    return tuple(
+        Task(
+            i,
+            source,
+            ShufflePartition(i),
+            None,
+            tuple(ops),
+            limit,
+            sink,
+            sizes.chunk_bytes,
+            sizes.memory_limit,
+        )
+        for i in range(sizes.partitions)
+    )
 
 
 def _sink_before_gather(sink: Sink, limit: int | None, driver_ops: list) -> Sink:
