@@ -6,9 +6,10 @@ Shared by the question-based runners (``run_groupby.py``, ``run_join.py``).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from common import REFERENCE
+from common import REFERENCE, fmt, markdown_table, shorten
 
 
 @dataclass
@@ -85,3 +86,33 @@ def _summarize_group(group: list[Run]) -> Summary:
         status=status,
         vs_terabatch=None,
     )
+
+
+def format_table(
+    summaries: list[Summary], titles: Mapping[str, str], label: Callable[[int], str]
+) -> str:
+    """Per-question table; ``peer/terabatch > 1`` means terabatch is faster."""
+    header = [
+        "size",
+        "question",
+        "contender",
+        "wall s",
+        "peak tree RSS MiB",
+        "rows out",
+        "status",
+        "peer/terabatch time",
+    ]
+    rows = [
+        [
+            label(s.rows),
+            f"{s.question}: {titles[s.question]}",
+            s.contender,
+            fmt(s.wall_s, ".2f"),
+            fmt(s.peak_rss_mib, ".0f"),
+            fmt(s.rows_out, ","),
+            shorten(s.status),
+            fmt(s.vs_terabatch, ".2f"),
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows)

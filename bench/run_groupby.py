@@ -46,14 +46,14 @@ from common import (
     report_header,
     rotated,
     run_measured,
-    shorten,
     warm_page_cache,
     write_results,
 )
 from gen_groupby import rows_label
 from groupby_contenders import CONTENDERS, QUESTIONS
-from question_runs import Run, Summary, summarize
+from question_runs import Run, Summary, format_table, summarize
 
+TITLES = {name: q.title for name, q in QUESTIONS.items()}
 CONTENDER_SCRIPT = Path(__file__).resolve().parent / "groupby_contenders.py"
 ANSWER_KEY = "duckdb"
 REFERENCE_DIR = TMP_DIR / "reference"
@@ -303,34 +303,6 @@ def totals(summaries: list[Summary]) -> list[Total]:
     return result
 
 
-def format_table(summaries: list[Summary]) -> str:
-    """Per-question table; ``peer/terabatch > 1`` means terabatch is faster."""
-    header = [
-        "size",
-        "question",
-        "contender",
-        "wall s",
-        "peak tree RSS MiB",
-        "rows out",
-        "status",
-        "peer/terabatch time",
-    ]
-    rows = [
-        [
-            rows_label(s.rows),
-            f"{s.question}: {QUESTIONS[s.question].title}",
-            s.contender,
-            fmt(s.wall_s, ".2f"),
-            fmt(s.peak_rss_mib, ".0f"),
-            fmt(s.rows_out, ","),
-            shorten(s.status),
-            fmt(s.vs_terabatch, ".2f"),
-        ]
-        for s in summaries
-    ]
-    return markdown_table(header, rows)
-
-
 def format_totals(total_rows: list[Total]) -> str:
     """Totals table: one row per size and contender."""
     header = [
@@ -389,7 +361,7 @@ def main() -> None:
     runs = run_benchmark(args)
     summaries = summarize(runs)
     total_rows = totals(summaries)
-    table, total_table = format_table(summaries), format_totals(total_rows)
+    table, total_table = format_table(summaries, TITLES, rows_label), format_totals(total_rows)
     print()
     print(table)
     print()

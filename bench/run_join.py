@@ -39,22 +39,20 @@ from common import (
     add_run_options,
     contender_env,
     failure_status,
-    fmt,
     machine_info,
-    markdown_table,
     parquet_source,
     remove_output,
     report_header,
     rotated,
     run_measured,
-    shorten,
     warm_page_cache,
     write_results,
 )
 from gen_join import generate, is_complete, rows_label, table_paths
 from join_contenders import CONTENDERS, QUESTIONS
-from question_runs import Run, Summary, summarize
+from question_runs import Run, format_table, summarize
 
+TITLES = {name: q.title for name, q in QUESTIONS.items()}
 CONTENDER_SCRIPT = Path(__file__).resolve().parent / "join_contenders.py"
 ANSWER_KEY = "duckdb"
 RTOL = 1e-9
@@ -234,34 +232,6 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
 # summary and report ----------------------------------------------------------------------------
 
 
-def format_table(summaries: list[Summary]) -> str:
-    """Per-question table; ``peer/terabatch > 1`` means terabatch is faster."""
-    header = [
-        "size",
-        "question",
-        "contender",
-        "wall s",
-        "peak tree RSS MiB",
-        "rows out",
-        "status",
-        "peer/terabatch time",
-    ]
-    rows = [
-        [
-            rows_label(s.rows),
-            f"{s.question}: {QUESTIONS[s.question].title}",
-            s.contender,
-            fmt(s.wall_s, ".2f"),
-            fmt(s.peak_rss_mib, ".0f"),
-            fmt(s.rows_out, ","),
-            shorten(s.status),
-            fmt(s.vs_terabatch, ".2f"),
-        ]
-        for s in summaries
-    ]
-    return markdown_table(header, rows)
-
-
 def format_report(info: dict[str, object], args: argparse.Namespace, table: str) -> str:
     return "\n".join(
         [
@@ -290,7 +260,7 @@ def main() -> None:
     info = machine_info()
     runs = run_benchmark(args)
     summaries = summarize(runs)
-    table = format_table(summaries)
+    table = format_table(summaries, TITLES, rows_label)
     print()
     print(table)
     report = write_results(
