@@ -170,6 +170,23 @@ def _write(dataset: Dataset, dest: str, to: str, options: dict[str, Any]) -> Job
 @click.option(
     "--separator", metavar="CHAR", help="CSV input field separator. Default: tab for .tsv, else ,"
 )
+@click.option(
+    "--executor",
+    metavar="URL",
+    help="Run the tasks on a Dask cluster, e.g. dask://10.0.0.5:8786. Default: local processes.",
+)
+@click.option(
+    "--run-dir", metavar="DIR", help="Where run state lives. Default: .terabatch beside DEST."
+)
+@click.option(
+    "--resume/--no-resume",
+    default=None,
+    help="Continue an unfinished run of the same job (default: when one exists), or start afresh.",
+)
+@click.option(
+    "--max-retries", type=click.IntRange(min=0), default=3, show_default=True, metavar="N"
+)
+@click.option("--spill-limit", metavar="SIZE", help="Disk budget for shuffle files, e.g. 100GB.")
 def convert(
     sources: tuple[str, ...],
     dest: str,
@@ -185,6 +202,11 @@ def convert(
     memory: str | None,
     quiet: bool,
     separator: str | None,
+    executor: str | None,
+    run_dir: str | None,
+    resume: bool | None,
+    max_retries: int,
+    spill_limit: str | None,
 ) -> None:
     """Convert SOURCE... (files, directories or quoted globs) into the directory DEST.
 
@@ -208,6 +230,11 @@ def convert(
             "workers": workers,
             "memory": memory,
             "progress": not quiet,
+            "executor": executor,
+            "run_dir": run_dir,
+            "resume": resume,
+            "max_retries": max_retries,
+            "spill_limit": spill_limit,
         },
     )
     click.echo(f"{summary.output}\t{summary.rows_written}")

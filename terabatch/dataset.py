@@ -1,14 +1,15 @@
 """The user API: a lazy ``Dataset``; each method validates its arguments and adds one node.
 
 Nothing runs until a terminal method (``write_*``, ``collect``, ``count``, ``iter_batches``) is
-called. Those accept the run options ``workers``, ``memory`` (e.g. ``"4GB"``) and ``progress``.
+called. Those accept the run options of ``terabatch.run.options.RunKwargs``: ``workers``,
+``memory`` (e.g. ``"4GB"``), ``progress``, ``executor``, ``run_dir``, ``resume``, ...
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import polars as pl
 import pyarrow as pa
@@ -36,7 +37,7 @@ from terabatch.plan.nodes import (
 )
 from terabatch.plan.schema import apply_to_schema, output_schema
 from terabatch.run import job
-from terabatch.run.memory import parse_size
+from terabatch.run.options import RunKwargs, RunOptions, run_options
 from terabatch.run.summary import JobSummary
 
 IntoExpr = str | pl.Expr
@@ -100,20 +101,9 @@ def _check_join_key_types(
             )
 
 
-def _options(
-    workers: int | None,
-    memory: str | int | None,
-    progress: bool,
-    spill_limit: str | int | None = None,
-) -> job.RunOptions:
-    if workers is not None and workers < 1:
-        raise TerabatchError(f"workers must be at least 1, not {workers}")
-    return job.RunOptions(
-        workers=workers,
-        memory=parse_size(memory),
-        progress=progress,
-        spill_limit=parse_size(spill_limit),
-    )
+def _quiet_options(run: RunKwargs) -> RunOptions:
+    """Run options for results returned to the caller: no progress bar unless asked."""
+    return run_options(**{"progress": False, **run})
 
 
 class Dataset:
@@ -344,55 +334,32 @@ class Dataset:
 
     # results -------------------------------------------------------------------------------
 
-    def count(
-        self,
-        *,
-        workers: int | None = None,
-        memory: str | int | None = None,
-        progress: bool = False,
-        spill_limit: str | int | None = None,
-    ) -> int:
+    def count(self, **run: Unpack[RunKwargs]) -> int:
         """Number of rows."""
         plan = self._plan
         schema = output_schema(plan)
         if schema is not None and len(schema):
             plan = Select(plan, (pl.col(schema.names()[0]),))
-        return job.run(plan, CountSink(), _options(workers, memory, progress, spill_limit)).count
+        return job.run(plan, CountSink(), _quiet_options(run)).count
 
-    def collect(
-        self,
-        *,
-        workers: int | None = None,
-        memory: str | int | None = None,
-        progress: bool = False,
-        spill_limit: str | int | None = None,
-    ) -> pl.DataFrame:
+    def collect(self, **run: Unpack[RunKwargs]) -> pl.DataFrame:
         """Run and return the result as one Polars DataFrame (it must fit in memory)."""
-        frame = job.run(
-            self._plan, CollectSink(), _options(workers, memory, progress, spill_limit)
-        ).frame
+        frame = job.run(self._plan, CollectSink(), _quiet_options(run)).frame
         return frame if frame is not None else pl.DataFrame()
 
     to_polars = collect
 
-    def to_arrow(self, **run: Any) -> pa.Table:
+    def to_arrow(self, **run: Unpack[RunKwargs]) -> pa.Table:
         """Run and return a ``pyarrow.Table``."""
         return self.collect(**run).to_arrow()
 
-    def to_pandas(self, **run: Any):
+    def to_pandas(self, **run: Unpack[RunKwargs]):
         """Run and return a ``pandas.DataFrame`` (needs pandas installed)."""
         return self.collect(**run).to_pandas()
 
-    def iter_batches(
-        self,
-        *,
-        workers: int | None = None,
-        memory: str | int | None = None,
-        progress: bool = False,
-        spill_limit: str | int | None = None,
-    ) -> Iterator[pl.DataFrame]:
+    def iter_batches(self, **run: Unpack[RunKwargs]) -> Iterator[pl.DataFrame]:
         """Stream the result as Polars DataFrames in input order, with bounded memory."""
-        for batch in job.stream(self._plan, _options(workers, memory, progress, spill_limit)):
+        for batch in job.stream(self._plan, _quiet_options(run)):
             yield pl.from_arrow(batch)
 
     def _write(
@@ -405,11 +372,8 @@ class Dataset:
         partition_by: str | Sequence[str] | None,
         max_rows_per_file: int | None,
         mode: str,
-        workers: int | None,
-        memory: str | int | None,
-        spill_limit: str | int | None,
-        progress: bool,
         storage_options: dict | None,
+        run: RunKwargs,
     ) -> JobSummary:
         keys = (partition_by,) if isinstance(partition_by, str) else tuple(partition_by or ())
         schema = output_schema(self._plan)
@@ -439,7 +403,7 @@ class Dataset:
         out = job.run(
             self._plan,
             sink,
-            _options(workers, memory, progress, spill_limit),
+            run_options(**run),
             output=os.fspath(path),
             mode=mode,
             storage_options=storage_options,
@@ -456,11 +420,8 @@ class Dataset:
         partition_by: str | Sequence[str] | None = None,
         max_rows_per_file: int | None = None,
         mode: str = "error",
-        workers: int | None = None,
-        memory: str | int | None = None,
-        spill_limit: str | int | None = None,
-        progress: bool = True,
         storage_options: dict | None = None,
+        **run: Unpack[RunKwargs],
     ) -> JobSummary:
         """Write a directory of Parquet files, atomically, with a ``_SUCCESS`` manifest.
 
@@ -475,11 +436,8 @@ class Dataset:
             partition_by=partition_by,
             max_rows_per_file=max_rows_per_file,
             mode=mode,
-            workers=workers,
-            memory=memory,
-            spill_limit=spill_limit,
-            progress=progress,
             storage_options=storage_options,
+            run=run,
         )
 
     def write_csv(
@@ -490,11 +448,8 @@ class Dataset:
         partition_by: str | Sequence[str] | None = None,
         max_rows_per_file: int | None = None,
         mode: str = "error",
-        workers: int | None = None,
-        memory: str | int | None = None,
-        spill_limit: str | int | None = None,
-        progress: bool = True,
         storage_options: dict | None = None,
+        **run: Unpack[RunKwargs],
     ) -> JobSummary:
         """Write a directory of CSV files (optionally gzip/zstd/bz2), atomically."""
         return self._write(
@@ -505,11 +460,8 @@ class Dataset:
             partition_by=partition_by,
             max_rows_per_file=max_rows_per_file,
             mode=mode,
-            workers=workers,
-            memory=memory,
-            spill_limit=spill_limit,
-            progress=progress,
             storage_options=storage_options,
+            run=run,
         )
 
     def write_json(
@@ -520,11 +472,8 @@ class Dataset:
         partition_by: str | Sequence[str] | None = None,
         max_rows_per_file: int | None = None,
         mode: str = "error",
-        workers: int | None = None,
-        memory: str | int | None = None,
-        spill_limit: str | int | None = None,
-        progress: bool = True,
         storage_options: dict | None = None,
+        **run: Unpack[RunKwargs],
     ) -> JobSummary:
         """Write a directory of JSON Lines files (optionally compressed), atomically."""
         return self._write(
@@ -535,11 +484,8 @@ class Dataset:
             partition_by=partition_by,
             max_rows_per_file=max_rows_per_file,
             mode=mode,
-            workers=workers,
-            memory=memory,
-            spill_limit=spill_limit,
-            progress=progress,
             storage_options=storage_options,
+            run=run,
         )
 
     def explain(self, optimized: bool = True) -> str:

@@ -21,6 +21,7 @@ from terabatch.errors import MemoryBudgetError, SpillLimitError, UserFunctionErr
 from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
+from terabatch.exec.select import executor_for
 from terabatch.io.commit import OutputCommit, new_job_id
 from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
@@ -40,6 +41,7 @@ from terabatch.plan.stages import (
     with_broadcast,
 )
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
+from terabatch.run.options import RunOptions
 from terabatch.run.progress import ProgressReporter
 from terabatch.run.summary import JobSummary
 
@@ -51,22 +53,6 @@ MIN_CHUNK, MAX_CHUNK = 1 << 20, 32 << 20
 MIN_SPLIT, MAX_SPLIT = 8 << 20, 256 << 20
 MAX_PARTITION, MAX_PARTITIONS = 256 << 20, 1024
 SPILL_SHARE_OF_FREE_DISK = 0.9
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run: worker count, memory budget in bytes, progress, retries, and where.
-
-    ``executor`` replaces the local worker processes (``InlineExecutor`` for tests).
-    ``spill_limit`` caps the bytes of shuffle files (default: 90 % of the free disk space).
-    """
-
-    workers: int | None = None
-    memory: int | None = None
-    progress: bool = True
-    max_retries: int = 3
-    executor: Executor | None = None
-    spill_limit: int | None = None
 
 
 @dataclass
@@ -131,7 +117,7 @@ class Job:
         files = _scan_files(self.plan)
         self.input_bytes = sum(f.size for f in files)
         self.sizing = size_job(options, self.input_bytes)
-        executor = executor or options.executor
+        executor = executor or executor_for(options.executor)
         if executor is None:
             split = self.sizing.split_bytes
             expected = sum(1 if f.compression else -(-f.size // split) for f in files)
