@@ -51,3 +51,12 @@ def files_under(root: Path) -> dict[str, bytes]:
             full = Path(folder) / name
             found[full.relative_to(root).as_posix()] = full.read_bytes()
     return found
+
+
+def visible_files(root: Path) -> dict[str, bytes]:
+    """The files a reader of ``root`` sees: none under a name starting with ``_`` or ``.``."""
+    return {
+        path: data
+        for path, data in files_under(root).items()
+        if not any(part.startswith(("_", ".")) for part in path.split("/"))
+    }

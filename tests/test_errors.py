@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import make_frame, one_line_error
+from helpers import make_frame, one_line_error, visible_files
 
 import terabatch as tb
 from terabatch.errors import (
@@ -182,7 +182,7 @@ def test_map_batches_error_names_function_file_and_line(
     assert "ValueError: cannot handle" in error.traceback_text
     notes = getattr(error, "__notes__", [])
     assert notes and "_fail_on_1234" in notes[0]
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() or visible_files(tmp_path / "out") == {}
 
 
 ORIGIN_OF_BATCH_NOT_OF_ROW = pytest.mark.xfail(

@@ -65,7 +65,8 @@ def iter_results(
     running: dict[Future, Task] = {}
     attempts: dict[int, int] = {}
     done: dict[int, TaskResult] = {}
-    next_id = tasks[0].task_id if tasks else 0
+    order = iter([t.task_id for t in tasks])  # ids need not be consecutive (a resumed stage)
+    next_id = next(order, None)
 
     def submit(task: Task) -> None:
         attempt_dir, task_dir = dirs(task)
@@ -104,9 +105,9 @@ def iter_results(
                     continue
                 on_result(result)
                 done[result.task_id] = result
-            while next_id in done:
+            while next_id is not None and next_id in done:
                 yield done.pop(next_id)
-                next_id += 1
+                next_id = next(order, None)
     finally:
         for future in running:
             future.cancel()

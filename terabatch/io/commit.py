@@ -1,10 +1,11 @@
 """Atomic output directories.
 
-Tasks write under ``<out>/_temporary/<job>/task-<id>/``: a task attempt writes to its own
+Tasks write under ``<out>/_temporary/<job key>/task-<id>/``: a task attempt writes to its own
 directory and renames it into place when it succeeds, so a retried task never mixes files with a
 failed attempt. When every task has succeeded the driver moves the files into ``<out>`` and writes
 ``_SUCCESS`` last, with the list of files, rows and bytes. A failed job removes its staging
-directory: nothing that looks like output is left behind. Readers skip names starting with ``_``.
+directory, except the finished tasks' directories when the run is kept to be resumed: a rerun of
+the same job (same key) finds them there. Readers skip names starting with ``_``.
 """
 
 from __future__ import annotations
@@ -50,8 +51,24 @@ class OutputCommit:
                 f"output directory {self.out!r} already holds {len(existing)} entries; "
                 "pass mode='overwrite' (CLI: --overwrite) to replace them, or choose another path"
             )
-        self._created_root = not self.fs.exists(self.root)
+        root_existed = self.fs.exists(self.root)
+        staged = root_existed and self._clear_other_staging()
+        # An output directory holding nothing but staging was made by an earlier run of terabatch.
+        self._created_root = not root_existed or (staged and not existing)
         self.fs.makedirs(self.staging, exist_ok=True)
+
+    def _clear_other_staging(self) -> bool:
+        """Remove what other jobs (other keys) staged here; True if a staging area existed."""
+        parent = posixpath.join(self.root, STAGING)
+        if not self.fs.exists(parent):
+            return False
+        for path in self.fs.ls(parent, detail=False):
+            if posixpath.basename(path.rstrip("/")) == self.job_id:
+                for attempt in self.fs.glob(posixpath.join(path, "attempt-*")):
+                    self.fs.rm(attempt, recursive=True)
+            else:
+                self.fs.rm(path, recursive=True)
+        return True
 
     def attempt_dir(self, task_id: int) -> str:
         """A fresh directory for one attempt at a task."""
@@ -89,8 +106,12 @@ class OutputCommit:
         self._remove_staging()
         return final
 
-    def abort(self) -> None:
-        """Remove everything this job staged."""
+    def abort(self, keep_tasks: bool = False) -> None:
+        """Remove everything this job staged, or only unfinished attempts when resumable."""
+        if keep_tasks:
+            for attempt in self.fs.glob(posixpath.join(self.staging, "attempt-*")):
+                self.fs.rm(attempt, recursive=True)
+            return
         self._remove_staging()
 
     def _remove_staging(self) -> None:
@@ -106,7 +127,3 @@ class OutputCommit:
             and not self.fs.ls(self.root, detail=False)
         ):
             self.fs.rmdir(self.root)
-
-
-def new_job_id() -> str:
-    return uuid.uuid4().hex[:12]

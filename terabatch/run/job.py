@@ -6,7 +6,9 @@ knows nothing of the others.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -16,13 +18,14 @@ from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from terabatch.errors import MemoryBudgetError, SpillLimitError, UserFunctionError
 from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
 from terabatch.exec.select import executor_for
-from terabatch.io.commit import OutputCommit, new_job_id
+from terabatch.io.commit import OutputCommit
 from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
@@ -40,9 +43,11 @@ from terabatch.plan.stages import (
     with_boundaries,
     with_broadcast,
 )
+from terabatch.run.job_key import job_key
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.options import RunOptions
 from terabatch.run.progress import ProgressReporter
+from terabatch.run.state import DEFAULT_DIR, RunState
 from terabatch.run.summary import JobSummary
 
 WORKER_BASELINE = 130 << 20
@@ -107,24 +112,55 @@ class Outcome:
 
 
 class Job:
-    """One run of a plan into a sink."""
+    """One run of a plan into a sink, with its run directory.
+
+    A job writing files (or given ``run_dir``) keeps its state in ``<run_dir>/<key>/``, where
+    the key hashes the plan, the inputs and the output: a rerun with the same key resumes,
+    reusing every committed task and the sizes the first run was planned with. Other jobs use
+    a temporary run directory that goes away when they finish.
+    """
 
     def __init__(
-        self, plan: Node, sink: Sink, options: RunOptions, executor: Executor | None = None
+        self,
+        plan: Node,
+        sink: Sink,
+        options: RunOptions,
+        output: str | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         self.plan = optimize(plan)
-        self.sink, self.options = sink, options
+        self.sink, self.options, self.output = sink, options, output
         files = _scan_files(self.plan)
         self.input_bytes = sum(f.size for f in files)
         self.sizing = size_job(options, self.input_bytes)
-        executor = executor or executor_for(options.executor)
-        if executor is None:
-            split = self.sizing.split_bytes
-            expected = sum(1 if f.compression else -(-f.size // split) for f in files)
-            executor = LocalExecutor(max(1, min(self.sizing.workers, expected)))
-            executor.start()
-        self.executor = executor
-        self.scratch = tempfile.mkdtemp(prefix="terabatch-shuffle-")
+        self.key = job_key(self.plan, sink, output)
+        self.persistent = output is not None or options.run_dir is not None
+        self.state = _run_state(options, output, self.key, storage_options)
+        self.notes: list[str] = []
+        self.resumed = 0
+        self.executor: Executor | None = None
+        try:
+            sizes = self._start_state()
+            self.stages = plan_stages(self.plan, sink, sizes, self.state.url("shuffle"))
+            executor = executor_for(options.executor)
+            if executor is None:
+                split = self.sizing.split_bytes
+                expected = sum(1 if f.compression else -(-f.size // split) for f in files)
+                executor = LocalExecutor(max(1, min(self.sizing.workers, expected)))
+                executor.start()
+            self.executor = executor
+        except BaseException:
+            self.finish(succeeded=False)
+            raise
+        self.stage: Stage = self.stages[-1]
+        self.spill_limit = options.spill_limit or _default_spill_limit(self.state)
+        self.spilled = 0
+        tasks = sum(len(s.tasks) for s in self.stages)
+        self.summary = JobSummary(workers=self.executor.workers, tasks=tasks)
+        self.summary.resumed_tasks = self.resumed
+
+    def _start_state(self) -> Sizes:
+        """Resume the run of this job found in the run directory, or start a fresh one."""
         sizes = Sizes(
             self.sizing.split_bytes,
             self.sizing.chunk_bytes,
@@ -132,22 +168,39 @@ class Job:
             self.sizing.worker_memory,
             self.sizing.data_room,
         )
-        try:
-            self.stages = plan_stages(self.plan, sink, sizes, self.scratch)
-        except BaseException:
-            self.close()
-            raise
-        self.stage: Stage = self.stages[-1]
-        free = shutil.disk_usage(self.scratch).free
-        self.spill_limit = options.spill_limit or int(SPILL_SHARE_OF_FREE_DISK * free)
-        self.spilled = 0
-        tasks = sum(len(s.tasks) for s in self.stages)
-        self.summary = JobSummary(workers=self.executor.workers, tasks=tasks)
+        state, resume = self.state, self.options.resume
+        if self.persistent and self.output is not None:
+            for other in state.other_runs(self.output):
+                state.remove_run(other)
+                self.notes.append(f"removed an unfinished run of a different job ({other})")
+        if self.persistent and resume is not False and state.exists():
+            info = state.info()
+            self.resumed = state.count_committed()
+            state.remove_attempts()
+            self.notes.append(
+                f"resuming the unfinished run in {state.display}: {self.resumed} tasks already "
+                "done (pass resume=False, CLI --no-resume, to start afresh)"
+            )
+            return Sizes(**info["sizes"])
+        if resume is True:
+            self.notes.append(f"no unfinished run of this job in {state.display}; starting")
+        state.start({"output": self.output, "sizes": dataclasses.asdict(sizes)})
+        return sizes
 
     def close(self) -> None:
-        """Stop the workers and remove shuffle files."""
-        self.executor.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        """Stop the workers."""
+        if self.executor is not None:
+            self.executor.close()
+
+    def finish(self, succeeded: bool) -> bool:
+        """Stop the workers and clean the run directory; True when state is kept to resume."""
+        self.close()
+        keep = not succeeded and self.persistent and self.state.count_committed() > 0
+        if keep:
+            self.state.remove_attempts()
+        else:
+            self.state.remove()
+        return keep
 
     def _pressure(self, monitor: MemoryMonitor) -> bool:
         return self.options.memory is not None and monitor.current > 0.85 * self.options.memory
@@ -164,48 +217,51 @@ class Job:
         Earlier stages write shuffle files; their results only feed progress and the summary.
         """
         for i in range(len(self.stages) - 1):
-            stage = self.stages[i]  # read now: a sample stage replaces the stage after it
-            if stage.broadcasts:
-                # A broadcast join's first pass: the small right side, for every probe task.
-                results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
-                frames = [r.frame for r in results if r.frame is not None]
-                self.stages[i + 1] = with_broadcast(self.stages[i + 1], frames)
+            stage = self.stages[i]  # read now: a first pass replaces the stage after it
+            if stage.broadcasts or stage.samples:
+                # A broadcast join's small right side, or a sort's key samples for the ranges.
+                frames = self.state.load_frames(i) if self.persistent else None
+                if frames is None:
+                    results = self._run_stage(i, monitor, reporter, _no_dirs, None)
+                    frames = [r.frame for r in results if r.frame is not None]
+                    if self.persistent:
+                        self.state.save_frames(i, frames)
+                use = with_broadcast if stage.broadcasts else with_boundaries
+                self.stages[i + 1] = use(self.stages[i + 1], frames)
                 continue
-            if stage.samples:
-                # A sort's first pass: its key samples set the next stage's range boundaries.
-                results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
-                samples = [r.frame for r in results if r.frame is not None]
-                self.stages[i + 1] = with_boundaries(self.stages[i + 1], samples)
-                continue
-            for _ in self._run_stage(stage, monitor, reporter, self._shuffle_dirs, None):
+            for _ in self._run_stage(i, monitor, reporter, self._shuffle_dirs, None):
                 pass
         self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
-        yield from self._run_stage(self.stage, monitor, reporter, dirs, max_waiting)
+        last = len(self.stages) - 1
+        yield from self._run_stage(last, monitor, reporter, dirs, max_waiting)
 
     def _count_spill(self, result: TaskResult) -> None:
         """Stop the job once shuffle files pass the spill limit, before the disk fills."""
         self.spilled += result.bytes_out
         if self.spilled > self.spill_limit:
             raise SpillLimitError(
-                f"shuffle files reached {format_size(self.spilled)} in {self.scratch}, over the "
-                f"spill limit of {format_size(self.spill_limit)}; pass a larger spill_limit= "
-                "or point TMPDIR at a disk with more free space"
+                f"shuffle files reached {format_size(self.spilled)} in "
+                f"{self.state.url('shuffle')}, over the spill limit of "
+                f"{format_size(self.spill_limit)}; pass a larger spill_limit= "
+                "or a run_dir= (CLI --run-dir) on a disk with more free space"
             )
 
     def _shuffle_dirs(self, task: Task) -> tuple[str, str]:
         root = task.sink.directory  # a join shuffles its two sides into two directories
-        attempt = os.path.join(root, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
+        attempt = posixpath.join(root, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
         return attempt, map_dir(root, task.task_id)
 
     def _run_stage(
         self,
-        stage: Stage,
+        index: int,
         monitor: MemoryMonitor,
         reporter: ProgressReporter,
         dirs: Callable[[Task], tuple[str | None, str | None]],
         max_waiting: int | None,
     ) -> Iterator[TaskResult]:
+        stage = self.stages[index]
         progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
+        committed = self.state.committed(index) if self.persistent else {}
 
         def on_result(result: TaskResult) -> None:
             self._count_spill(result)
@@ -214,10 +270,23 @@ class Job:
                 self.summary.bytes_read += result.bytes_in
                 self.summary.row_groups_read += result.row_groups
             progress.advance(result.rows_in, result.bytes_in)
+            if self.persistent and result.frame is None and result.spill_path is None:
+                self.state.record(index, result)
 
+        todo = tuple(t for t in stage.tasks if t.task_id not in committed)
+        for task in stage.tasks:
+            if task.task_id in committed:
+                result = committed[task.task_id]
+                self._count_spill(result)
+                if stage.reads_input:
+                    self.summary.rows_read += result.rows_in
+                    self.summary.bytes_read += result.bytes_in
+                    self.summary.row_groups_read += result.row_groups
+                progress.advance(result.rows_in, result.bytes_in)
+                yield result
         yield from iter_results(
             self.executor,
-            stage.tasks,
+            todo,
             dirs=dirs,
             on_result=on_result,
             max_running=self.executor.workers + 1,
@@ -225,6 +294,26 @@ class Job:
             memory_pressure=lambda: self._pressure(monitor),
             max_retries=self.options.max_retries,
         )
+
+
+def _run_state(
+    options: RunOptions, output: str | None, key: str, storage_options: dict | None
+) -> RunState:
+    if options.run_dir is not None:
+        return RunState(options.run_dir, key, storage_options)
+    if output is not None:
+        parent = posixpath.dirname(output.rstrip("/")) or "."
+        return RunState(posixpath.join(parent, DEFAULT_DIR), key, storage_options)
+    return RunState(tempfile.mkdtemp(prefix="terabatch-run-"), key)
+
+
+def _default_spill_limit(state: RunState) -> int:
+    if not isinstance(state.fs, LocalFileSystem):
+        return 1 << 62  # object stores do not fill up
+    probe = state.path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe) or "."
+    return int(SPILL_SHARE_OF_FREE_DISK * shutil.disk_usage(probe).free)
 
 
 def _no_dirs(task: Task) -> tuple[None, None]:
@@ -253,9 +342,12 @@ def run(
 ) -> Outcome:
     """Run a plan to completion into a file sink, a collected frame or a count."""
     started = time.monotonic()
-    job = Job(plan, sink, options)
+    job = Job(plan, sink, options, output, storage_options)
     commit = None
     outcome = Outcome(job.summary)
+    if options.progress:
+        for note in job.notes:
+            print(f"terabatch: {note}", file=sys.stderr, flush=True)
 
     def dirs(task: Task) -> tuple[str | None, str | None]:
         if commit is None or not isinstance(task.sink, FileSink):
@@ -265,7 +357,7 @@ def run(
     try:
         if isinstance(sink, FileSink):
             assert output is not None
-            commit = OutputCommit(output, mode, storage_options or {}, new_job_id())
+            commit = OutputCommit(output, mode, storage_options or {}, job.key)
             commit.prepare()
         with MemoryMonitor() as monitor, ProgressReporter(options.progress) as reporter:
             frames: list[pl.DataFrame] = []
@@ -284,12 +376,20 @@ def run(
                 _commit(job, commit, outcome, manifest or {})
         job.summary.peak_memory = monitor.peak
     except BaseException as exc:
-        job.close()
+        kept = job.finish(succeeded=False)
         if commit is not None:
-            commit.abort()
+            commit.abort(keep_tasks=kept)
         if isinstance(exc, UserFunctionError | JobFailed):
-            raise _with_notes(exc) from None
+            _with_notes(exc)
+        if kept:
+            exc.add_note(
+                f"{job.state.count_committed()} finished tasks are kept in {job.state.display}; "
+                "run the same job again to resume"
+            )
+        if isinstance(exc, UserFunctionError | JobFailed):
+            raise exc from None
         raise
+    job.finish(succeeded=True)
     job.summary.rows_written = outcome.count
     job.summary.seconds = time.monotonic() - started
     if options.progress and isinstance(sink, FileSink):
@@ -347,7 +447,7 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
         yield from frame.to_arrow().to_batches() if frame is not None else []
         return
     job = Job(plan, SpillSink(), options)
-    scratch = os.path.join(job.scratch, "stream")
+    scratch = job.state.url("stream")
 
     def dirs(task: Task) -> tuple[str, str]:
         return (
@@ -368,6 +468,9 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
                         yield reader.get_batch(i)
                 shutil.rmtree(os.path.dirname(result.spill_path), ignore_errors=True)
     except (UserFunctionError, JobFailed) as exc:
+        job.finish(succeeded=False)
         raise _with_notes(exc) from None
-    finally:
-        job.close()
+    except BaseException:
+        job.finish(succeeded=False)
+        raise
+    job.finish(succeeded=True)

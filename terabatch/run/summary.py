@@ -17,6 +17,7 @@ class JobSummary:
     bytes_written: int = 0
     files_written: int = 0
     tasks: int = 0
+    resumed_tasks: int = 0
     row_groups_read: int = 0
     seconds: float = 0.0
     peak_memory: int = 0
@@ -36,10 +37,12 @@ class JobSummary:
 
     def render(self) -> str:
         rate = self.bytes_read / self.seconds if self.seconds > 0 else 0.0
+        resumed = f" ({self.resumed_tasks} done before, resumed)" if self.resumed_tasks else ""
         lines = [
             f"rows read {self.rows_read:,} = written {self.rows_written:,} + filtered "
             f"{self.rows_filtered:,}",
-            f"read {format_size(self.bytes_read)} in {self.tasks} tasks on {self.workers} workers, "
+            f"read {format_size(self.bytes_read)} in {self.tasks} tasks{resumed} on "
+            f"{self.workers} workers, "
             f"{self.seconds:.1f} s ({format_size(rate)}/s), "
             f"peak memory {format_size(self.peak_memory)}",
         ]

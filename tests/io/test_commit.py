@@ -10,7 +10,7 @@ import pytest
 from helpers import files_under, one_line_error
 
 from terabatch.errors import OutputExistsError, TerabatchError
-from terabatch.io.commit import STAGING, SUCCESS, OutputCommit, new_job_id
+from terabatch.io.commit import STAGING, SUCCESS, OutputCommit
 from terabatch.io.sinks import FileSink, FileWriter
 
 
@@ -23,7 +23,7 @@ def _stage_task(commit: OutputCommit, task_id: int, frame: pl.DataFrame, sink: F
 
 def test_commit_moves_files_and_writes_the_manifest(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    commit = OutputCommit(str(out), "error", {}, new_job_id())
+    commit = OutputCommit(str(out), "error", {}, "job0001")
     commit.prepare()
     assert (out / STAGING).is_dir()
     sink = FileSink("parquet", partition_by=("k",))
@@ -46,7 +46,7 @@ def test_abort_removes_the_staging_area_only(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    commit = OutputCommit(str(out), "overwrite", {}, new_job_id())
+    commit = OutputCommit(str(out), "overwrite", {}, "job0001")
     commit.prepare()
     _stage_task(commit, 0, pl.DataFrame({"a": [1]}), FileSink("csv"))
     commit.abort()
@@ -64,12 +64,12 @@ def test_prepare_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     out.mkdir()
     (out / "x").write_text("x")
     with pytest.raises(OutputExistsError) as info:
-        OutputCommit(str(out), "error", {}, new_job_id()).prepare()
+        OutputCommit(str(out), "error", {}, "job0001").prepare()
     assert "mode='overwrite'" in one_line_error(info.value)
     # An empty directory, or one holding only a stale staging area, is fine.
     (out / "x").unlink()
     (out / STAGING / "old-job").mkdir(parents=True)
-    OutputCommit(str(out), "error", {}, new_job_id()).prepare()
+    OutputCommit(str(out), "error", {}, "job0001").prepare()
 
 
 def test_unknown_mode() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from helpers import files_under, make_frame, one_line_error
+from helpers import files_under, make_frame, one_line_error, visible_files
 from polars.testing import assert_frame_equal
 
 import terabatch as tb
@@ -193,9 +193,14 @@ def _fails_on_id_700(frame: pl.DataFrame) -> pl.DataFrame:
 def test_failed_job_leaves_no_output(tmp_path: Path, source) -> None:
     ds, _ = source
     out = tmp_path / "out"
-    with pytest.raises(UserFunctionError):
+    with pytest.raises(UserFunctionError) as caught:
         ds.map_batches(_fails_on_id_700).write_parquet(out, **RUN)
-    assert not out.exists() or files_under(out) == {}
+    assert not out.exists() or visible_files(out) == {}
+    # Finished tasks stay staged for a resume, and the error says so.
+    staged = files_under(out) if out.exists() else {}
+    assert all(p.startswith("_temporary/") and "/task-" in p for p in staged)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert ("run the same job again to resume" in notes) == bool(staged)
 
 
 def test_failed_job_into_an_existing_empty_directory(tmp_path: Path, source) -> None:
@@ -205,7 +210,7 @@ def test_failed_job_into_an_existing_empty_directory(tmp_path: Path, source) -> 
     with pytest.raises(UserFunctionError):
         ds.map_batches(_fails_on_id_700).write_csv(out, **RUN)
     # Nothing is left that looks like output (the emptied directory itself may be removed).
-    assert not out.exists() or files_under(out) == {}
+    assert not out.exists() or visible_files(out) == {}
 
 
 def test_mode_error_and_overwrite(tmp_path: Path, source) -> None:
@@ -219,12 +224,12 @@ def test_mode_error_and_overwrite(tmp_path: Path, source) -> None:
         ds.write_parquet(out, **RUN)
     assert str(out) in one_line_error(info.value)
     assert isinstance(info.value, FileExistsError)
-    assert set(files_under(out)) == {"old.parquet", "old_dir/x.csv"}
+    assert set(visible_files(out)) == {"old.parquet", "old_dir/x.csv"}
 
     # A failing overwrite keeps the old output.
     with pytest.raises(UserFunctionError):
         ds.map_batches(_fails_on_id_700).write_parquet(out, mode="overwrite", **RUN)
-    assert set(files_under(out)) == {"old.parquet", "old_dir/x.csv"}
+    assert set(visible_files(out)) == {"old.parquet", "old_dir/x.csv"}
 
     ds.head(10).write_parquet(out, mode="overwrite", **RUN)
     assert [p for p in files_under(out) if not p.startswith("_")] == ["part-00000-000.parquet"]
