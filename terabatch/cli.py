@@ -39,9 +39,11 @@ def _fail(exc: BaseException) -> NoReturn:
     """Report an exception that escaped a command the way the module docstring promises."""
     if isinstance(exc, KeyboardInterrupt):
         click.echo("terabatch: interrupted", err=True)
+        _echo_notes(exc)
         sys.exit(EXIT_INTERRUPTED)
     if isinstance(exc, TerabatchError):
         click.echo(f"terabatch: error: {_one_line(str(exc))}", err=True)
+        _echo_notes(exc)
         traceback_text = getattr(exc, "traceback_text", "")
         if traceback_text:
             click.echo("Traceback from your function:", err=True)
@@ -55,6 +57,13 @@ def _fail(exc: BaseException) -> NoReturn:
         err=True,
     )
     sys.exit(EXIT_INTERNAL)
+
+
+def _echo_notes(exc: BaseException) -> None:
+    """What the run added to the error (such as how to resume); tracebacks come separately."""
+    for note in getattr(exc, "__notes__", []):
+        if not note.startswith("Traceback in the worker"):
+            click.echo(f"terabatch: {_one_line(note)}", err=True)
 
 
 class _Cli(click.Group):

@@ -7,6 +7,7 @@ Every error that comes from the user's input (paths, data, expressions, function
 from __future__ import annotations
 
 import difflib
+import errno
 
 
 class TerabatchError(Exception):
@@ -57,6 +58,22 @@ class PartitionTooLargeError(TerabatchError):
 
 class MemoryBudgetError(TerabatchError):
     """The plan cannot run within the memory budget."""
+
+
+class DiskFullError(TerabatchError):
+    """The disk filled up while writing output, shuffle files or run state."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for "no space left on device" (or a quota exceeded), however the library said it.
+
+    >>> import errno
+    >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    True
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, OSError) and "No space left on device" in str(exc)
 
 
 def suggest(name: str, candidates: list[str]) -> str:

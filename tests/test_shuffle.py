@@ -92,6 +92,17 @@ def test_group_by_equals_polars(tmp_path: Path, many_partitions, keys, aggs) -> 
     same_rows(got, want, keys)
 
 
+@pytest.mark.parametrize(
+    "aggs",
+    [[pl.col(["v", "w"]).median()], [pl.col(["v", "w"]).sum(), pl.len()], [pl.all().max()]],
+    ids=["holistic", "decomposable", "all"],
+)
+def test_aggregation_giving_several_columns(tmp_path: Path, many_partitions, aggs) -> None:
+    ds = tb.read_parquet(write_parquet(tmp_path, KEYED))
+    got = collect_inline(ds.group_by("s").agg(*aggs))
+    same_rows(got, KEYED.group_by("s", maintain_order=True).agg(*aggs), ["s"])
+
+
 def test_group_by_computed_key_then_narrow_ops(tmp_path: Path, many_partitions) -> None:
     ds = tb.read_parquet(write_parquet(tmp_path, KEYED))
     built = (

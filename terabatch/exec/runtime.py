@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 from fsspec.core import url_to_fs
 
-from terabatch.errors import TerabatchError
+from terabatch.errors import DiskFullError, TerabatchError, is_disk_full
 from terabatch.io.shuffle import ShuffleSink, ShuffleWriter
 from terabatch.io.sinks import CollectSink, CountSink, FileSink, FileWriter, SpillSink, WrittenFile
 from terabatch.io.sources import Batch
@@ -182,6 +182,19 @@ def run_task(task: Task, attempt_dir: str | None, task_dir: str | None) -> TaskR
     except TerabatchError:
         _discard(attempt_dir, storage)
         raise
+    except OSError as exc:
+        _discard(attempt_dir, storage)
+        if is_disk_full(exc):
+            raise DiskFullError(
+                f"no space left on device writing the output of task {task.task_id} "
+                f"({task.describe()}); free disk "
+                "space (or point run_dir= / --run-dir at a larger disk) and run the same job "
+                "again to resume"
+            ) from None
+        raise TaskFailure(
+            f"task {task.task_id} ({task.describe()}) failed: {type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+        ) from None
     except pl.exceptions.PolarsError as exc:
         _discard(attempt_dir, storage)
         first = str(exc).strip().splitlines()[0]

@@ -9,11 +9,16 @@ code. The user's own ``print`` output goes to the worker's stdout, which is the 
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
 
 import cloudpickle
+
+PR_SET_PDEATHSIG = 1
 
 
 def _error_payload(exc: BaseException) -> bytes:
@@ -26,10 +31,29 @@ def _error_payload(exc: BaseException) -> bytes:
         return cloudpickle.dumps(("error", failure))
 
 
+def _follow_driver() -> None:
+    """Die with the driver, and leave Ctrl-C to it.
+
+    A worker that outlived a killed driver could still rename a finished attempt into place
+    while a resumed run redoes the same task; Linux stops it the moment its parent exits. The
+    terminal sends Ctrl-C to the whole process group: the driver handles it and stops us.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the driver died before prctl took effect
+            os._exit(1)
+
+
 def serve(read_fd: int, write_fd: int) -> None:
     """Answer calls until the driver closes the pipe."""
     from terabatch.exec.runtime import configure_worker
 
+    _follow_driver()
     configure_worker()
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)

@@ -375,10 +375,13 @@ def _precombine(op: Aggregate | Unique | Window, keys: tuple[str, ...]) -> tuple
         pl.col(n).alias(output_name(k) or n) for n, k in zip(keys, op.keys, strict=True)
     )
     split = split_aggregations(op.aggs)
-    if split is None:
-        finals = tuple(pl.col(output_name(a)) for a in op.aggs)
-        return (), (replace(op, keys=key_columns), Select(op, (*named_keys, *finals)))
     direct = output_schema(op)
+    if split is None:
+        # One expression may give several columns (pl.col("x", "y").median()): take the names
+        # from the schema, where the keys come first.
+        names = direct.names()[len(keys) :] if direct is not None else []
+        finals = tuple(pl.col(n) for n in names) or tuple(pl.col(output_name(a)) for a in op.aggs)
+        return (), (replace(op, keys=key_columns), Select(op, (*named_keys, *finals)))
     final = tuple(f.cast(direct[output_name(f)]) if direct is not None else f for f in split.final)
     return (
         (replace(op, keys=key_columns, aggs=split.partial),),

@@ -20,7 +20,13 @@ import polars as pl
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from terabatch.errors import MemoryBudgetError, SpillLimitError, UserFunctionError
+from terabatch.errors import (
+    DiskFullError,
+    MemoryBudgetError,
+    SpillLimitError,
+    UserFunctionError,
+    is_disk_full,
+)
 from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
@@ -375,7 +381,13 @@ def run(
             if commit is not None:
                 _commit(job, commit, outcome, manifest or {})
         job.summary.peak_memory = monitor.peak
-    except BaseException as exc:
+    except BaseException as caught:
+        exc = caught
+        if is_disk_full(exc):
+            exc = DiskFullError(
+                f"no space left on device: {exc}; free disk space (or point run_dir= / "
+                "--run-dir at a larger disk) and run the same job again to resume"
+            )
         kept = job.finish(succeeded=False)
         if commit is not None:
             commit.abort(keep_tasks=kept)
@@ -386,7 +398,7 @@ def run(
                 f"{job.state.count_committed()} finished tasks are kept in {job.state.display}; "
                 "run the same job again to resume"
             )
-        if isinstance(exc, UserFunctionError | JobFailed):
+        if exc is not caught or isinstance(exc, UserFunctionError | JobFailed):
             raise exc from None
         raise
     job.finish(succeeded=True)
