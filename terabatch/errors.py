@@ -59,6 +59,14 @@ class MemoryBudgetError(TerabatchError):
     """The plan cannot run within the memory budget."""
 
 
+class TaskLoadError(TerabatchError):
+    """A worker cannot unpickle a task: a module it refers to is missing or different there."""
+
+
+class ClusterError(TerabatchError):
+    """A Dask cluster that cannot be reached, was lost mid-job, or cannot run terabatch's tasks."""
+
+
 def suggest(name: str, candidates: list[str]) -> str:
     """Return a "did you mean" hint for a misspelt name, or an empty string.
 
