@@ -21,6 +21,7 @@ inputs, outputs and the run directory must be paths that every worker reaches.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -167,7 +168,19 @@ class DaskExecutor:
         with self._lock:
             calls = list(self._calls.values())
             self._calls.clear()
-        if calls and self._client.status == "running":
+        connected = self._client.status == "running"
+        if calls and connected:
             self._client.cancel(calls)
-        if self._owns_client:
+        if not self._owns_client:
+            return
+        if connected:
             self._client.close(timeout=CLOSE_TIMEOUT)
+            return
+        # After losing the scheduler the client is still trying to reconnect; closing it cancels
+        # that attempt, which Dask logs as an error with a traceback after our one-line message.
+        logger = logging.getLogger("distributed.client")
+        disabled, logger.disabled = logger.disabled, True
+        try:
+            self._client.close(timeout=CLOSE_TIMEOUT)
+        finally:
+            logger.disabled = disabled

@@ -7,12 +7,14 @@ an address with no scheduler, a ``distributed.Client`` passed in, workers that l
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,6 +49,20 @@ def slow_marking(markers: Path, seconds: float) -> Callable[[pl.DataFrame], pl.D
         return frame.with_columns(twice=pl.col("value") * 2)
 
     return mark
+
+
+@contextlib.contextmanager
+def records_of(name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records of one logger while in the block (Dask's loggers do not reach caplog)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def wait_for_marker(markers: Path, pids: set[int], timeout: float = 30) -> int:
@@ -101,7 +117,7 @@ def test_losing_the_scheduler_fails_the_job_with_one_line(
     markers = tmp_path / "markers"
     out = tmp_path / "out"
     job = tb.read_csv(csv_path).map_batches(slow_marking(markers, 0.3))
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool, records_of("distributed.client") as dask_log:
         running = pool.submit(job.write_parquet, out, executor=cluster.url, progress=False)
         wait_for_marker(markers, set(cluster.worker_pids().values()))
         cluster.scheduler.kill()
@@ -112,7 +128,10 @@ def test_losing_the_scheduler_fails_the_job_with_one_line(
     message = one_line_error(info.value)
     assert message.startswith(f"lost the Dask scheduler at {cluster.address}: ")
     assert "resumed by running the same command again" in message
-    assert not list(out.rglob("*.parquet"))
+    assert not [r for r in dask_log if r.levelno >= logging.ERROR]  # no Dask traceback
+    # Nothing committed. (The task still running on the worker may yet write under
+    # out/_temporary: Dask cannot stop a running task.)
+    assert not [p for p in out.rglob("*") if "_temporary" not in p.parts and p.is_file()]
 
 
 def _free_port() -> int:
