@@ -94,8 +94,7 @@ class DaskExecutor:
             self._client = spec
             self._owns_client = False
             self.address = spec.scheduler.address
-        # Dask forgets (and may cancel) a task once its last future is dropped: hold each one
-        # until it is answered.
+        # The calls still on the cluster, so that close() can cancel them.
         self._calls: dict[str, distributed.Future] = {}
         self._lock = threading.Lock()
         self._workers = 1
