@@ -76,6 +76,14 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and "No space left on device" in str(exc)
 
 
+class TaskLoadError(TerabatchError):
+    """A worker cannot unpickle a task: a module it refers to is missing or different there."""
+
+
+class ClusterError(TerabatchError):
+    """A Dask cluster that cannot be reached, was lost mid-job, or cannot run terabatch's tasks."""
+
+
 def suggest(name: str, candidates: list[str]) -> str:
     """Return a "did you mean" hint for a misspelt name, or an empty string.
 

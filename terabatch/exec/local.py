@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 import cloudpickle
 
 from terabatch.exec.base import WorkerDied
+from terabatch.exec.calls import unpack
 
 _WORKER_ENV = {
     "POLARS_MAX_THREADS": "1",
@@ -78,13 +79,11 @@ class _Worker:
     def call(self, blob: bytes) -> object:
         try:
             self.outbox.send_bytes(blob)
-            status, value = cloudpickle.loads(self.inbox.recv_bytes())
+            payload = self.inbox.recv_bytes()
         except (EOFError, OSError, BrokenPipeError):
             code = self.process.wait()
             raise WorkerDied(f"worker process {self.pid} died ({_describe_exit(code)})") from None
-        if status == "error":
-            raise value
-        return value
+        return unpack(payload)
 
     def stop(self) -> None:
         for conn in (self.outbox, self.inbox):

@@ -5,6 +5,7 @@ children: multiprocessing's ``spawn`` re-imports the user's main script in every
 re-runs a script written without an ``if __name__ == "__main__"`` guard. Calls arrive as
 cloudpickle bytes, so user functions travel by value and the worker needs nothing of the user's
 code. The user's own ``print`` output goes to the worker's stdout, which is the driver's stderr.
+Calls and answers are in the format of ``terabatch.exec.calls``, which Dask workers run too.
 """
 
 from __future__ import annotations
@@ -13,22 +14,11 @@ import ctypes
 import os
 import signal
 import sys
-import traceback
 from multiprocessing.connection import Connection
 
-import cloudpickle
+from terabatch.exec.calls import answer
 
 PR_SET_PDEATHSIG = 1
-
-
-def _error_payload(exc: BaseException) -> bytes:
-    try:
-        return cloudpickle.dumps(("error", exc))
-    except Exception:
-        from terabatch.exec.runtime import TaskFailure
-
-        failure = TaskFailure(f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        return cloudpickle.dumps(("error", failure))
 
 
 def _follow_driver() -> None:
@@ -63,12 +53,7 @@ def serve(read_fd: int, write_fd: int) -> None:
         except (EOFError, OSError):
             return
         try:
-            fn, args = cloudpickle.loads(message)
-            payload = cloudpickle.dumps(("ok", fn(*args)))
-        except BaseException as exc:
-            payload = _error_payload(exc)
-        try:
-            outbox.send_bytes(payload)
+            outbox.send_bytes(answer(message))
         except (BrokenPipeError, OSError):
             return
 
