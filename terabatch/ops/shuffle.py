@@ -1,4 +1,4 @@
-"""Operators that need more than one row at a time: shuffle reduce sides and top_k.
+"""Operators that need more than one row at a time: shuffle reduce sides, head and top_k.
 
 Every row of a key is in the same partition, so running Polars' own ``group_by`` or ``unique``
 on the partition gives the exact answer for any aggregation. ``maintain_order`` keeps the output
@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Aggregate, BroadcastJoin, SampleKeys, Sort, TopK, Unique, Window
+from terabatch.plan.nodes import (
+    Aggregate,
+    BroadcastJoin,
+    Head,
+    SampleKeys,
+    Sort,
+    TopK,
+    Unique,
+    Window,
+)
 
 
 def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -29,6 +38,17 @@ def unique(op: Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
 def window(op: Window, batches: Iterator[Batch]) -> Iterator[Batch]:
     for batch in batches:
         yield Batch(batch.frame.with_columns(*op.exprs), batch.origin)
+
+
+def head(op: Head, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """The first ``n`` rows across batches; only where one task sees every row."""
+    left = op.n
+    for batch in batches:
+        if left <= 0:
+            return
+        frame = batch.frame.head(left)
+        left -= frame.height
+        yield Batch(frame, batch.origin)
 
 
 def top_k(op: TopK, batches: Iterator[Batch]) -> Iterator[Batch]:

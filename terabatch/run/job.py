@@ -27,18 +27,11 @@ from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import compile_ops
+from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
-from terabatch.plan.stages import (
-    Sizes,
-    Stage,
-    Task,
-    plan_stages,
-    split_at_head,
-    with_boundaries,
-    with_broadcast,
-)
+from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.progress import ProgressReporter
 from terabatch.run.summary import JobSummary
@@ -178,18 +171,13 @@ class Job:
         Earlier stages write shuffle files; their results only feed progress and the summary.
         """
         for i in range(len(self.stages) - 1):
-            stage = self.stages[i]  # read now: a sample stage replaces the stage after it
-            if stage.broadcasts:
-                # A broadcast join's first pass: the small right side, for every probe task.
+            stage = self.stages[i]  # read now: a first pass fills in the stages after it
+            if stage.feeds is not None:
+                # A first pass (a sort's key sample, a broadcast join's small right side, the
+                # rows a head kept): its rows fill the later stages that wait for them.
                 results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
                 frames = [r.frame for r in results if r.frame is not None]
-                self.stages[i + 1] = with_broadcast(self.stages[i + 1], frames)
-                continue
-            if stage.samples:
-                # A sort's first pass: its key samples set the next stage's range boundaries.
-                results = self._run_stage(stage, monitor, reporter, _no_dirs, None)
-                samples = [r.frame for r in results if r.frame is not None]
-                self.stages[i + 1] = with_boundaries(self.stages[i + 1], samples)
+                self.stages[i + 1 :] = fill_later(stage, frames, self.stages[i + 1 :])
                 continue
             for _ in self._run_stage(stage, monitor, reporter, self._shuffle_dirs, None):
                 pass

@@ -10,13 +10,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from terabatch.errors import PartitionTooLargeError
-from terabatch.io.shuffle import (
-    ShufflePartition,
-    ShuffleSink,
-    ShuffleSource,
-    ShuffleWriter,
-    map_dir,
-)
+from terabatch.io.shuffle import ShuffleSink, ShuffleWriter, map_dir
+from terabatch.io.shuffle_read import ShufflePartition, ShuffleSource
 
 SKEWED = pl.DataFrame({"k": ["hot"] * 5_000 + [f"c{i}" for i in range(500)], "v": range(5_500)})
 
