@@ -122,6 +122,8 @@ class PartitionFiles:
         self.fs, self.root = url_to_fs(directory)
         self.fs.makedirs(self.root, exist_ok=True)
         self._writers: dict[int, tuple[object, pa.ipc.RecordBatchFileWriter, pa.Schema]] = {}
+        # Bytes in memory of the rows written to each file: what reading it back will take.
+        self.memory: dict[int, int] = {}
 
     def path(self, number: int) -> str:
         return posixpath.join(self.root, f"part-{number:05d}.arrow")
@@ -135,6 +137,7 @@ class PartitionFiles:
             PARTITION_COLUMN, as_dict=True, include_key=False, maintain_order=True
         ).items():
             table = part.to_arrow()
+            self.memory[int(number)] = self.memory.get(int(number), 0) + part.estimated_size()
             writer, schema = self._open(int(number), table.schema)
             writer.write_table(table.cast(schema) if table.schema != schema else table)
 
