@@ -93,7 +93,7 @@ def describe_shuffle(op: Shuffle) -> str:
     if isinstance(op, Aggregate):
         return "group_by " + ", ".join(str(k) for k in op.keys)
     if isinstance(op, Window):
-        return f"with_columns {', '.join(str(e) for e in op.exprs)}"
+        return f"windows over {', '.join(op.keys)}"
     if isinstance(op, Sort):
         return f"sort by {', '.join(op.by)}"
     if isinstance(op, Join):

@@ -306,7 +306,10 @@ class _Planner:
                     f"(first pass, for the ranges of shuffle {number})",
                 )
             )
-            written = f"range shuffle {number} on {shown_keys} (boundaries from the sample)"
+            sampled = len(self.stages)
+            written = (
+                f"range shuffle {number} on {shown_keys} (boundaries from stage {sampled}'s sample)"
+            )
         else:
             written = f"hash shuffle {number} on {shown_keys}"
         mapped = feed.run([*before, *prepare, *map_ops], sink)
