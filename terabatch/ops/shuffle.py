@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import polars as pl
+
 from terabatch.io.sources import Batch
 from terabatch.plan.nodes import (
     Aggregate,
@@ -52,12 +54,18 @@ def head(op: Head, batches: Iterator[Batch]) -> Iterator[Batch]:
 
 
 def top_k(op: TopK, batches: Iterator[Batch]) -> Iterator[Batch]:
-    """Per batch in a task, then once more on the driver over what the tasks kept."""
+    """The top ``k`` over all of a task's batches (k rows held at a time); the driver then
+    takes the top ``k`` of what the tasks kept."""
     by = list(op.by)
+    kept, origin = None, None
     for batch in batches:
-        frame = batch.frame
+        frame = (
+            batch.frame if kept is None else pl.concat([kept, batch.frame], how="vertical_relaxed")
+        )
         kept = frame.top_k(op.k, by=by) if op.largest else frame.bottom_k(op.k, by=by)
-        yield Batch(kept, batch.origin)
+        origin = origin or batch.origin
+    if kept is not None:
+        yield Batch(kept, origin)
 
 
 def sort(op: Sort, batches: Iterator[Batch]) -> Iterator[Batch]:

@@ -301,3 +301,13 @@ def test_property_pieces_equal_polars(
     else:
         got = collect_inline(ds.sort("j", "k", nulls_last=True))
         assert_frame_equal(got, data.sort("j", "k", nulls_last=True, maintain_order=True))
+
+
+def test_pieces_on_worker_processes(tmp_path: Path, tiny_splits, tiny_room) -> None:
+    tiny_splits(4_000)
+    tiny_room(ROOM)
+    ds = read(tmp_path, SKEWED)
+    got = ds.sort("k").collect(workers=2)
+    assert_frame_equal(got, SKEWED.sort("k", maintain_order=True))
+    with pytest.raises(PartitionTooLargeError, match=r"key \{'k': 'hot'\} alone has"):
+        ds.group_by("k").agg(pl.col("w").median()).collect(workers=2)

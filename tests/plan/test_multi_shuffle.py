@@ -277,3 +277,16 @@ def test_property_two_shuffles(
     # A sort's order is exact only if nothing after it reorders rows.
     ordered = second == "sort" and after in ("nothing", "filter", "with_columns", "sorted head")
     check(tmp_path, build, frame, ordered=ordered or after == "sorted head")
+
+
+def _double(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("v") * 2)
+
+
+def test_top_k_over_rebatched_gathered_rows(tmp_path: Path, partitions) -> None:
+    # The one task after a head sees its rows in batches of 5 (map_batches): its top_k must
+    # still be over all of them.
+    ds = _read(tmp_path, DATA, "left").head(30).map_batches(_double, batch_size=5)
+    got = collect_inline(ds.top_k(3, by="v").group_by("k").agg(pl.col("v").sum()))
+    want = _double(DATA.head(30)).top_k(3, by="v").group_by("k").agg(pl.col("v").sum())
+    same_rows(got, want, ["k"])
