@@ -233,7 +233,8 @@ class Splitter:
     def too_heavy(self, what: str, rows: int, nbytes: float) -> PartitionTooLargeError:
         return PartitionTooLargeError(
             f"{self.where}: {what} alone has {rows:,} rows, about {format_size(nbytes)} in "
-            f"memory, more than a worker's {format_size(self.room)} of room allows; raise "
+            f"memory and {format_size(nbytes * WORKING_FACTOR)} to reduce, more than a worker's "
+            f"{format_size(self.room)} of room allows; raise "
             "memory= or filter that key out first (aggregations that combine per batch, like "
             "sum, mean, count, min and max, and unique with keep='any', 'first' or 'last' "
             "never need a key's rows together)"

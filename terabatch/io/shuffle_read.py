@@ -19,7 +19,7 @@ from fsspec.core import url_to_fs
 
 from terabatch.errors import PartitionTooLargeError
 from terabatch.io.repartition import Piece, Splitter, fanout, fits, load
-from terabatch.io.shuffle import RangeSpec, partition_file, partition_of
+from terabatch.io.shuffle import WORKING_FACTOR, RangeSpec, partition_file, partition_of
 from terabatch.io.sources import Batch
 from terabatch.run.memory import format_size
 
@@ -163,11 +163,13 @@ class JoinSource:
         top = counts.sort("__rows", descending=True).row(0, named=True)
         if not fits(top["__rows"] * row_bytes, room):
             key = {k: top[k] for k in self.left_on}
+            nbytes = top["__rows"] * row_bytes
             raise PartitionTooLargeError(
                 f"{split.describe()}: join key {key} matches {top['__left']:,} left rows with "
                 f"{top['__right']:,} right rows, {top['__rows']:,} joined rows of about "
-                f"{format_size(top['__rows'] * row_bytes)}, more than a worker's "
-                f"{format_size(room)} of room allows; raise memory= or filter that key out first"
+                f"{format_size(nbytes)} ({format_size(nbytes * WORKING_FACTOR)} to process), "
+                f"more than a worker's {format_size(room)} of room allows; raise memory= or "
+                "filter that key out first"
             )
         k = fanout(rows * row_bytes, room)
         left_parts = left.with_columns(partition_of(left, self.left_on, k, IN_MEMORY_SEED))
