@@ -33,7 +33,6 @@ from terabatch.plan.nodes import (
     Unique,
     Window,
     WithColumns,
-    lineage,
 )
 from terabatch.plan.schema import apply_to_schema, output_schema
 from terabatch.run import job
@@ -174,7 +173,6 @@ class Dataset:
                     f"with_columns({expr}) uses {what} outside over(); only windows look "
                     "across rows here"
                 )
-        self._before_shuffle("a window (over)")
         return self._add(Window(self._plan, built, next(iter(keys))))
 
     def filter(self, *predicates: pl.Expr) -> Dataset:
@@ -242,18 +240,6 @@ class Dataset:
 
     # shuffles ------------------------------------------------------------------------------
 
-    def _before_shuffle(self, what: str) -> None:
-        for op in lineage(self._plan)[1]:
-            if isinstance(op, Head | TopK):
-                raise TerabatchError(
-                    f"{what} after head() or top_k() is not supported; apply those last"
-                )
-            if isinstance(op, Aggregate | Unique | Window | Sort | Join):
-                raise TerabatchError(
-                    f"{what} after a group_by or unique is not supported yet: one shuffle per "
-                    "pipeline; write the first result and read it back"
-                )
-
     def group_by(self, *keys: IntoExpr | Sequence[IntoExpr]) -> GroupBy:
         """Group rows by key columns or expressions; finish with ``.agg(...)``.
 
@@ -263,7 +249,6 @@ class Dataset:
         built = _exprs(keys, {})
         if not built:
             raise TerabatchError("group_by needs at least one key")
-        self._before_shuffle("group_by")
         return GroupBy(self, _row_wise("group_by", built))
 
     def sort(
@@ -285,7 +270,6 @@ class Dataset:
         flags = (descending,) * len(keys) if isinstance(descending, bool) else tuple(descending)
         if len(flags) != len(keys):
             raise TerabatchError(f"descending has {len(flags)} values for {len(keys)} columns")
-        self._before_shuffle("sort")
         return self._add(Sort(self._plan, keys, flags, nulls_last))
 
     def join(
@@ -316,7 +300,6 @@ class Dataset:
         right_keys = (right_on,) if isinstance(right_on, str) else tuple(right_on)
         if len(left_keys) != len(right_keys) or not left_keys:
             raise TerabatchError("left_on and right_on need the same number of columns")
-        self._before_shuffle("join")
         _check_join_key_types(self, other, left_keys, right_keys)
         return self._add(Join(self._plan, other._plan, left_keys, right_keys, how, suffix))
 
@@ -329,7 +312,6 @@ class Dataset:
         if keep not in ("first", "last", "any", "none"):
             raise TerabatchError(f"keep must be 'first', 'last', 'any' or 'none', not {keep!r}")
         columns = (subset,) if isinstance(subset, str) else tuple(subset) if subset else None
-        self._before_shuffle("unique")
         return self._add(Unique(self._plan, columns, keep))
 
     # results -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from terabatch.plan.nodes import (
     Rename,
     Scan,
     Select,
-    Shuffle,
     Sort,
     TopK,
     Unique,
@@ -22,8 +21,7 @@ from terabatch.plan.nodes import (
     lineage,
 )
 from terabatch.plan.optimize import optimize
-from terabatch.plan.precombine import split_aggregations
-from terabatch.plan.stages import describe_shuffle
+from terabatch.plan.stages import Sizes, outline_stages
 from terabatch.run.memory import format_size
 
 
@@ -68,8 +66,7 @@ def describe_node(node: Node) -> str:
         return f"with_columns (windows over {', '.join(node.keys)}) {_exprs(node.exprs)}"
     if isinstance(node, Join):
         keys = ", ".join(f"{a} = {b}" for a, b in zip(node.left_on, node.right_on, strict=True))
-        right = "\n".join("    " + line for line in explain_plan(node.other, False).splitlines())
-        return f"{node.how} join on {keys} with:\n{right}"
+        return f"{node.how} join on {keys} with:"
     if isinstance(node, Sort):
         order = ", ".join(
             f"{k} {'desc' if d else 'asc'}" for k, d in zip(node.by, node.descending, strict=True)
@@ -81,6 +78,9 @@ def describe_node(node: Node) -> str:
 def explain_plan(plan: Node, optimized: bool = True) -> str:
     """Render a plan, bottom (the scan) first, then the stages it runs as.
 
+    Each shuffle is numbered in the plan (``[shuffle 1]``) and in the stages that write and
+    read it; a stage says which aggregations its map tasks pre-combine.
+
     >>> import tempfile, pathlib, polars as pl, terabatch as tb
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
     >>> _ = path.write_text("a,b\\n1,2\\n")
@@ -90,67 +90,22 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
       select col("b")
     stage 1: streaming, no shuffle; operators fused into each task
     """
-    if optimized:
-        plan = optimize(plan)
-    scan, ops = lineage(plan)
-    lines = [describe_node(scan)]
-    lines += ["  " + describe_node(op) for op in ops]
-    if optimized:
-        lines += _stages(ops)
+    if not optimized:
+        return "\n".join(_tree(plan, {}))
+    plan = optimize(plan)
+    stages, notes = outline_stages(plan, Sizes(0, 0, 1, None))
+    lines = _tree(plan, notes)
+    lines += [f"stage {i}: {stage.detail}" for i, stage in enumerate(stages, 1)]
     return "\n".join(lines)
 
 
-def _precombined(op: Shuffle) -> str:
-    """Which work the map tasks do per batch before shuffling."""
-    if isinstance(op, Unique):
-        return "unique per batch (pre-combined), " if op.keep != "none" else ""
-    if isinstance(op, Window | Sort | Join):
-        return ""
-    split = split_aggregations(op.aggs)
-    if split is None:
-        return "no pre-combining (an aggregation needs all rows of a group), "
-    return f"pre-combined per batch: {', '.join(k.lower() for k in split.kinds)}; "
-
-
-def _stages(ops: list) -> list[str]:
-    heads = [op for op in ops if isinstance(op, Head | TopK)]
-    keep = ""
-    if heads and isinstance(heads[0], Head):
-        keep = f"; the driver keeps the first {heads[0].n} rows in input order"
-    elif heads:
-        keep = f"; each task keeps its top {heads[0].k}, the driver the top {heads[0].k} of those"
-    shuffle = next((op for op in ops if isinstance(op, Shuffle)), None)
-    if shuffle is None:
-        return [f"stage 1: streaming, no shuffle; operators fused into each task{keep}"]
-    reduce = (
-        f"reduce: {describe_shuffle(shuffle)} on each whole partition, then the operators "
-        f"after it{keep}"
-    )
-    if isinstance(shuffle, Join):
-        return [
-            "if the right side's input is small (and the join keeps left rows: inner, left, semi, "
-            "anti): stage 1 collects it, stage 2 joins every batch of the left side with it "
-            "(broadcast join, no shuffle); otherwise:",
-            f"stage 1: map left: operators before the join, hash shuffle on "
-            f"{', '.join(shuffle.left_on)}",
-            f"stage 2: map right: its operators, hash shuffle on {', '.join(shuffle.right_on)}",
-            f"stage 3: {reduce}",
-        ]
-    if isinstance(shuffle, Sort):
-        return [
-            "stage 1: sample: operators before the sort, keep a sample of the keys",
-            "stage 2: map: operators before the sort again, then range shuffle on "
-            f"{', '.join(shuffle.by)} (boundaries from the sample; Arrow IPC files)",
-            f"stage 3: {reduce}; partitions come out in key order",
-        ]
-    if isinstance(shuffle, Aggregate):
-        keys = _exprs(shuffle.keys)
-    elif isinstance(shuffle, Window):
-        keys = ", ".join(shuffle.keys)
-    else:
-        keys = ", ".join(shuffle.subset) if shuffle.subset is not None else "all columns"
-    return [
-        f"stage 1: map: operators before the shuffle, {_precombined(shuffle)}then hash shuffle "
-        f"on {keys} (Arrow IPC files; partitions sized from the input and the memory budget)",
-        f"stage 2: {reduce}",
-    ]
+def _tree(plan: Node, notes: dict[int, str], indent: str = "") -> list[str]:
+    """The plan's nodes, one per line; a join's right side indented below it."""
+    scan, ops = lineage(plan)
+    lines = [indent + describe_node(scan)]
+    for op in ops:
+        note = f"  [{notes[id(op)]}]" if id(op) in notes else ""
+        lines.append(f"{indent}  {describe_node(op)}{note}")
+        if isinstance(op, Join):
+            lines += _tree(op.other, notes, indent + "    ")
+    return lines

@@ -37,6 +37,31 @@ def tiny_splits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
 
 @pytest.fixture
+def many_partitions(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> None:
+    """Tiny splits and many shuffle partitions: every row travels through shuffle files."""
+    tiny_splits(200)
+    monkeypatch.setattr(job_module, "MAX_PARTITION", 64)
+
+
+@pytest.fixture
+def tiny_room(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Call ``tiny_room(nbytes)`` to give reduce tasks only ``nbytes`` of memory for data, so
+    that their partitions do not fit and are split again (or refused, for one heavy key)."""
+
+    def set_room(nbytes: int) -> None:
+        sized = job_module.size_job
+
+        def size_job(options, input_bytes):
+            sizing = sized(options, input_bytes)
+            sizing.data_room = nbytes
+            return sizing
+
+        monkeypatch.setattr(job_module, "size_job", size_job)
+
+    return set_room
+
+
+@pytest.fixture
 def frame() -> pl.DataFrame:
     return make_frame(600, seed=1)
 

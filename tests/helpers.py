@@ -7,8 +7,14 @@ import random
 from pathlib import Path
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
 from terabatch.errors import TerabatchError
+from terabatch.exec.inline import InlineExecutor
+from terabatch.io.sinks import CollectSink
+from terabatch.run.job import RunOptions, run
+
+INLINE = RunOptions(progress=False, executor=InlineExecutor())
 
 
 def make_frame(n: int, seed: int = 0, start: int = 0) -> pl.DataFrame:
@@ -60,3 +66,17 @@ def visible_files(root: Path) -> dict[str, bytes]:
         for path, data in files_under(root).items()
         if not any(part.startswith(("_", ".")) for part in path.split("/"))
     }
+
+
+def collect_inline(ds) -> pl.DataFrame:
+    """Run a dataset's plan on the inline executor (every task in this process)."""
+    frame = run(ds._plan, CollectSink(), INLINE).frame
+    assert frame is not None
+    return frame
+
+
+def same_rows(got: pl.DataFrame, want: pl.DataFrame, keys: list[str]) -> None:
+    """Equal frames once both are sorted on ``keys`` (for results in no particular order)."""
+    assert_frame_equal(
+        got.sort(keys, nulls_last=True), want.sort(keys, nulls_last=True), check_exact=False
+    )

@@ -21,6 +21,7 @@ from terabatch.plan.nodes import (
     BroadcastJoin,
     Drop,
     Filter,
+    Head,
     MapBatches,
     Narrow,
     Rename,
@@ -114,6 +115,7 @@ def _map_step(op: MapBatches) -> Step:
 
 
 _REDUCE = {
+    Head: shuffle_ops.head,
     Aggregate: shuffle_ops.aggregate,
     Unique: shuffle_ops.unique,
     Window: shuffle_ops.window,

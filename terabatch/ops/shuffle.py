@@ -1,4 +1,4 @@
-"""Operators that need more than one row at a time: shuffle reduce sides and top_k.
+"""Operators that need more than one row at a time: shuffle reduce sides, head and top_k.
 
 Every row of a key is in the same partition, so running Polars' own ``group_by`` or ``unique``
 on the partition gives the exact answer for any aggregation. ``maintain_order`` keeps the output
@@ -9,8 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import polars as pl
+
 from terabatch.io.sources import Batch
-from terabatch.plan.nodes import Aggregate, BroadcastJoin, SampleKeys, Sort, TopK, Unique, Window
+from terabatch.plan.nodes import (
+    Aggregate,
+    BroadcastJoin,
+    Head,
+    SampleKeys,
+    Sort,
+    TopK,
+    Unique,
+    Window,
+)
 
 
 def aggregate(op: Aggregate, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -31,13 +42,30 @@ def window(op: Window, batches: Iterator[Batch]) -> Iterator[Batch]:
         yield Batch(batch.frame.with_columns(*op.exprs), batch.origin)
 
 
-def top_k(op: TopK, batches: Iterator[Batch]) -> Iterator[Batch]:
-    """Per batch in a task, then once more on the driver over what the tasks kept."""
-    by = list(op.by)
+def head(op: Head, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """The first ``n`` rows across batches; only where one task sees every row."""
+    left = op.n
     for batch in batches:
-        frame = batch.frame
+        if left <= 0:
+            return
+        frame = batch.frame.head(left)
+        left -= frame.height
+        yield Batch(frame, batch.origin)
+
+
+def top_k(op: TopK, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """The top ``k`` over all of a task's batches (k rows held at a time); the driver then
+    takes the top ``k`` of what the tasks kept."""
+    by = list(op.by)
+    kept, origin = None, None
+    for batch in batches:
+        frame = (
+            batch.frame if kept is None else pl.concat([kept, batch.frame], how="vertical_relaxed")
+        )
         kept = frame.top_k(op.k, by=by) if op.largest else frame.bottom_k(op.k, by=by)
-        yield Batch(kept, batch.origin)
+        origin = origin or batch.origin
+    if kept is not None:
+        yield Batch(kept, origin)
 
 
 def sort(op: Sort, batches: Iterator[Batch]) -> Iterator[Batch]:

@@ -118,7 +118,10 @@ class Join:
 
 @dataclass(frozen=True, eq=False)
 class BroadcastJoin:
-    """Physical: join every batch with a small right side, shipped whole to each task."""
+    """Physical: join every batch with a small right side, shipped whole to each task.
+
+    ``slot`` names the stage whose collected rows become ``right``.
+    """
 
     child: Node
     right: pl.DataFrame
@@ -126,6 +129,7 @@ class BroadcastJoin:
     right_on: tuple[str, ...]
     how: str
     suffix: str
+    slot: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,7 +184,10 @@ Shuffle = Aggregate | Unique | Window | Sort | Join
 
 
 def lineage(node: Node) -> tuple[Scan, list[Narrow | Shuffle]]:
-    """Split a linear plan into its scan and the operators above it, bottom first."""
+    """Split a plan into its left-most scan and the operators above it, bottom first.
+
+    A plan is linear except for the right side of a ``Join`` (``Join.other``), itself a plan.
+    """
     ops: list[Narrow] = []
     while not isinstance(node, Scan):
         ops.append(node)

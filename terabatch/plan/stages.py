@@ -1,31 +1,36 @@
 """Cut an optimized plan into stages of tasks, each task a frozen description.
 
-A narrow plan is one stage, one task per input split. A ``group_by`` or ``unique`` adds a
-shuffle: the map stage runs the operators before it and hash-partitions rows on the keys; the
-reduce stage runs one task per partition with the operator and what follows it. ``head(n)`` ends
-the parallel part: every task stops after ``n`` rows, the driver keeps the first ``n`` in task
-order and runs what follows ``head`` itself.
+A narrow plan is one stage, one task per input split. Each shuffle (group_by, unique, window,
+sort, join) cuts the plan: the stage before it runs the operators up to it and writes every row
+to the partition its keys hash to (or, for a sort, the key range it falls in); one task per
+partition then runs the shuffle's operation on its whole partition. With several shuffles the
+reduce tasks of one are the map tasks of the next: they run the reduce operation, the narrow
+operators after it, and write the next shuffle's files. The right side of a join is planned the
+same way, its stages running before the join's map stages.
+
+Some stages are first passes whose rows the driver collects to fill in later stages (a ``Slot``):
+a sort's key sample sets its range boundaries, a small right side of a join is broadcast to
+every task, and the rows a ``head`` or ``top_k`` kept feed one task of the stages after it. A
+sort's sample pass re-runs the stage that feeds the sort (re-reading the input, or re-reducing
+the previous shuffle's partitions) rather than writing its rows once more.
+
+``head(n)`` at the end of a pipeline stops every task after ``n`` rows; the driver keeps the
+first ``n`` in task order and runs what follows ``head`` itself.
 """
 
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
 from terabatch.errors import TerabatchError
-from terabatch.io.shuffle import (
-    JoinSource,
-    RangeSpec,
-    ShufflePartition,
-    ShuffleSink,
-    ShuffleSource,
-    boundaries_from_sample,
-)
+from terabatch.io.gathered import GatheredSource, GatheredSplit
+from terabatch.io.shuffle import RangeSpec, ShuffleSink
+from terabatch.io.shuffle_read import JoinSource, ShufflePartition, ShuffleSource
 from terabatch.io.sinks import CollectSink, Sink
 from terabatch.io.sources import Source, Split
-from terabatch.plan.expressions import output_name
 from terabatch.plan.nodes import (
     Aggregate,
     BroadcastJoin,
@@ -35,17 +40,20 @@ from terabatch.plan.nodes import (
     Node,
     SampleKeys,
     Scan,
-    Select,
     Shuffle,
     Sort,
     TopK,
-    Unique,
-    Window,
-    WithColumns,
     lineage,
+    scans,
 )
-from terabatch.plan.precombine import split_aggregations
 from terabatch.plan.schema import output_schema
+from terabatch.plan.shuffles import (
+    describe_shuffle,
+    map_and_reduce_ops,
+    precombine_note,
+    shuffle_keys,
+)
+from terabatch.run.memory import format_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,12 +61,12 @@ class Task:
     """Everything a worker needs to run one task, and nothing else."""
 
     task_id: int
-    source: Source
-    split: Split
+    source: Source | ShuffleSource | JoinSource | GatheredSource
+    split: Split | ShufflePartition | GatheredSplit
     columns: tuple[str, ...] | None
     ops: tuple[Narrow, ...]
     limit: int | None
-    sink: Sink
+    sink: Sink | ShuffleSink
     chunk_bytes: int
     memory_limit: int | None
 
@@ -66,17 +74,33 @@ class Task:
         return self.split.describe()
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A value later stages wait for, filled from the rows the driver collects from one stage.
+
+    ``kind`` is ``boundaries`` (a sort's key sample), ``broadcast`` (the small right side of a
+    join) or ``gathered`` (the rows a head or top_k kept); ``key`` names the placeholder.
+    """
+
+    kind: str
+    key: str
+
+
 @dataclass(frozen=True, eq=False)
 class Stage:
-    """The tasks of one stage, and the operators the driver runs on their combined rows."""
+    """The tasks of one stage, and the operators the driver runs on their combined rows.
+
+    ``feeds`` marks a first pass: the driver collects its rows and fills them into later
+    stages. ``detail`` is the stage's line in ``explain()``.
+    """
 
     name: str
     tasks: tuple[Task, ...]
     driver_ops: tuple[Narrow, ...] = ()
     limit: int | None = None
     reads_input: bool = True
-    samples: bool = False
-    broadcasts: bool = False
+    feeds: Slot | None = None
+    detail: str = ""
 
     @property
     def input_bytes(self) -> int:
@@ -128,108 +152,302 @@ def split_at_head(ops: list) -> tuple[list, int | None, list]:
 
 
 def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -> list[Stage]:
-    """Cut a plan into stages: one, or a map and a reduce stage around a shuffle (after a
-    sampling pass, for a sort)."""
-    scan, ops = lineage(plan)
-    at = next((i for i, op in enumerate(ops) if isinstance(op, Shuffle)), None)
-    map_tasks = _scan_tasks(scan, sizes)
-    if at is None:
-        task_ops, limit, driver_ops = split_for_tasks(ops)
-        task_sink = _sink_before_gather(sink, limit, driver_ops)
-        tasks = tuple(
-            replace(t, ops=tuple(task_ops), limit=limit, sink=task_sink) for t in map_tasks
-        )
-        return [Stage(f"read {scan.source.format}", tasks, tuple(driver_ops), limit)]
-    if shuffle_dir is None:
-        raise ValueError("a plan with a shuffle needs a shuffle directory")
-    shuffle, before, after = ops[at], ops[:at], ops[at + 1 :]
-    if any(isinstance(op, Shuffle) for op in after):
-        raise TerabatchError(
-            "only one group_by, unique, window or sort per pipeline is supported so far"
-        )
-    if isinstance(shuffle, Join):
-        return _join_stages(scan, map_tasks, before, shuffle, after, sink, sizes, shuffle_dir)
-    keys, prepare = _shuffle_keys(shuffle)
-    combine_map, combine_reduce = _precombine(shuffle, keys)
-    ranges = None
-    if isinstance(shuffle, Sort):
-        ranges = RangeSpec(shuffle.by, shuffle.descending, shuffle.nulls_last)
-    map_sink = ShuffleSink(shuffle_dir, keys, sizes.partitions, ranges)
-    mapped = tuple(
-        replace(t, ops=(*before, *prepare, *combine_map), sink=map_sink) for t in map_tasks
-    )
-    task_ops, limit, driver_ops = split_for_tasks([*combine_reduce, *after])
-    final_sink = _sink_before_gather(sink, limit, driver_ops)
-    source = ShuffleSource(shuffle_dir, len(mapped), keys, sizes.data_room)
-    reduced = _reduce_tasks(source, task_ops, limit, final_sink, sizes)
-    keys_text = ", ".join(keys) if keys else "all columns"
-    sampling: list[Stage] = []
-    if isinstance(shuffle, Sort):
-        # Range boundaries come from a sample of the keys, taken in a first pass over the input.
-        sample = SampleKeys(shuffle, shuffle.by, SAMPLE_ROWS_PER_BATCH)
-        sampled = tuple(replace(t, ops=(*before, sample), sink=CollectSink()) for t in map_tasks)
-        sampling.append(Stage("sample sort keys", sampled, reads_input=False, samples=True))
-    return [
-        *sampling,
-        Stage(f"map {scan.source.format} -> shuffle on {keys_text}", mapped),
-        Stage(f"reduce: {describe_shuffle(shuffle)}", reduced, tuple(driver_ops), limit, False),
-    ]
+    """Cut a plan into stages, in the order they run; the last one writes to ``sink``."""
+    return _Planner(sizes, shuffle_dir).plan(plan, sink)
 
 
-def _join_stages(
-    scan: Scan,
-    left_tasks: tuple[Task, ...],
-    before: list,
-    join: Join,
-    after: list,
-    sink: Sink,
-    sizes: Sizes,
-    shuffle_dir: str,
-) -> list[Stage]:
-    """Shuffle both sides on their keys into the same partitions; join partition by partition.
+def outline_stages(plan: Node, sizes: Sizes) -> tuple[list[Stage], dict[int, str]]:
+    """The stages of a plan without reading any input (no tasks for input splits), and a
+    note per shuffle or join node (by ``id``) saying where it runs: what ``explain()`` shows."""
+    planner = _Planner(sizes, "<shuffle files>", read_splits=False)
+    return planner.plan(plan, CollectSink()), planner.notes
 
-    A small right side of a join that keeps left rows (inner, left, semi, anti) is instead
-    collected once and joined with every batch of the left side: no shuffle, and no skew.
+
+@dataclass(frozen=True, eq=False)
+class _Feed:
+    """Tasks that produce rows: a scan's splits, a shuffle's partitions, or the gathered rows.
+
+    Operators run after ``tasks``' own operators; ``single`` feeds are one task over all rows,
+    where a head or top_k is exact without the driver.
     """
-    right_scan, right_ops = lineage(join.other)
-    if any(isinstance(op, Shuffle | Head | TopK) for op in right_ops):
-        raise TerabatchError("the right side of a join must be a narrow pipeline (no shuffle)")
-    right_bytes = sum(f.size for f in right_scan.source.files)
-    if join.how in BROADCAST_KINDS and right_bytes <= _broadcast_limit(sizes):
-        return _broadcast_stages(scan, left_tasks, before, join, after, sink, sizes)
-    left_dir, right_dir = posixpath.join(shuffle_dir, "left"), posixpath.join(shuffle_dir, "right")
-    left_sink = ShuffleSink(left_dir, join.left_on, sizes.partitions)
-    right_sink = ShuffleSink(right_dir, join.right_on, sizes.partitions)
-    left = tuple(replace(t, ops=tuple(before), sink=left_sink) for t in left_tasks)
-    right = tuple(
-        replace(t, ops=tuple(right_ops), sink=right_sink) for t in _scan_tasks(right_scan, sizes)
+
+    tasks: tuple[Task, ...]
+    name: str
+    text: str
+    reads_input: bool
+    single: bool = False
+    ends_sorted: bool = False
+
+    def run(
+        self, ops: list, sink: Sink | ShuffleSink, limit: int | None = None
+    ) -> tuple[Task, ...]:
+        return tuple(replace(t, ops=(*t.ops, *ops), sink=sink, limit=limit) for t in self.tasks)
+
+
+@dataclass
+class _Planner:
+    sizes: Sizes
+    root: str | None
+    read_splits: bool = True
+    stages: list[Stage] = field(default_factory=list)
+    notes: dict[int, str] = field(default_factory=dict)
+    shuffles: int = 0
+    slots: int = 0
+
+    def plan(self, plan: Node, sink: Sink) -> list[Stage]:
+        feed, ops = self._walk(plan)
+        task_ops, limit, driver_ops = split_for_tasks(ops)
+        if feed.single:
+            # One task sees every row: it applies heads and top_ks itself.
+            task_ops, limit, driver_ops = ops, None, []
+        final_sink = _sink_before_gather(sink, limit, driver_ops)
+        if not self.stages and not feed.single:
+            text = "streaming, no shuffle; operators fused into each task"
+        else:
+            text = feed.text + (", then the operators after it" if ops else "")
+            text += "; partitions come out in key order" if feed.ends_sorted else ""
+        text += _probe_note(ops) + _keep_note(ops if not feed.single else [])
+        self.stages.append(
+            Stage(
+                feed.name,
+                feed.run(task_ops, final_sink, limit),
+                tuple(driver_ops),
+                limit,
+                feed.reads_input,
+                detail=text,
+            )
+        )
+        return self.stages
+
+    def _walk(self, plan: Node) -> tuple[_Feed, list]:
+        """Append the stages of a linear plan up to its last shuffle; return the feed of rows
+        after that shuffle and the operators still to run on them."""
+        scan, ops = lineage(plan)
+        feed = self._scan_feed(scan)
+        pending: list = []
+        for op in ops:
+            if isinstance(op, Join):
+                feed, pending = self._join(feed, pending, op)
+            elif isinstance(op, Shuffle):
+                feed = self._shuffle(feed, pending, op)
+                pending = []
+            else:
+                pending.append(op)
+        return feed, pending
+
+    def _scan_feed(self, scan: Scan) -> _Feed:
+        tasks = _scan_tasks(scan, self.sizes) if self.read_splits else ()
+        fmt = scan.source.format
+        return _Feed(tasks, f"read {fmt}", f"read {fmt}", reads_input=True)
+
+    def _directory(self, *parts: str) -> str:
+        if self.root is None:
+            raise ValueError("a plan with a shuffle needs a shuffle directory")
+        return posixpath.join(self.root, *parts)
+
+    def _slot(self, kind: str) -> Slot:
+        self.slots += 1
+        return Slot(kind, f"{kind}-{self.slots}")
+
+    def _settle(self, feed: _Feed, ops: list) -> tuple[_Feed, list]:
+        """Gather on the driver the rows of a head or top_k that more stages follow."""
+        if feed.single or not any(isinstance(op, Head | TopK) for op in ops):
+            return feed, ops
+        task_ops, limit, rest = split_for_tasks(ops)
+        slot = self._slot("gathered")
+        self.stages.append(
+            Stage(
+                f"{feed.name}, keep {'head' if limit is not None else 'top_k'}",
+                feed.run(task_ops, CollectSink(), limit),
+                limit=limit,
+                reads_input=feed.reads_input,
+                feeds=slot,
+                detail=feed.text + _probe_note(task_ops) + _keep_note(ops),
+            )
+        )
+        task = Task(
+            0,
+            GatheredSource(slot.key),
+            GatheredSplit(),
+            None,
+            (),
+            None,
+            CollectSink(),
+            self.sizes.chunk_bytes,
+            self.sizes.memory_limit,
+        )
+        text = "one task over the rows the driver kept"
+        return _Feed((task,), "rows kept by head", text, reads_input=False, single=True), rest
+
+    def _shuffle(self, feed: _Feed, before: list, op: Shuffle) -> _Feed:
+        feed, before = self._settle(feed, before)
+        self.shuffles += 1
+        number = self.shuffles
+        directory = self._directory(f"shuffle-{number}")
+        keys, prepare = shuffle_keys(op)
+        map_ops, reduce_ops = map_and_reduce_ops(op, keys)
+        ranges = RangeSpec(op.by, op.descending, op.nulls_last) if isinstance(op, Sort) else None
+        sink = ShuffleSink(directory, keys, self.sizes.partitions, ranges)
+        if isinstance(op, Aggregate):
+            shown_keys = ", ".join(str(k) for k in op.keys)
+        else:
+            shown_keys = ", ".join(keys) if keys else "all columns"
+        probe = _probe_note(before)
+        if ranges is not None:
+            # A sort's first pass: a sample of the keys, for the range boundaries.
+            sample = SampleKeys(op, op.by, SAMPLE_ROWS_PER_BATCH)
+            self.stages.append(
+                Stage(
+                    f"{feed.name}, sample sort keys",
+                    feed.run([*before, sample], CollectSink()),
+                    reads_input=False,
+                    feeds=Slot("boundaries", directory),
+                    detail=f"{feed.text}{probe}; keep a sample of the sort keys {shown_keys} "
+                    f"(first pass, for the ranges of shuffle {number})",
+                )
+            )
+            sampled = len(self.stages)
+            written = (
+                f"range shuffle {number} on {shown_keys} (boundaries from stage {sampled}'s sample)"
+            )
+        else:
+            written = f"hash shuffle {number} on {shown_keys}"
+        mapped = feed.run([*before, *prepare, *map_ops], sink)
+        combine = precombine_note(op)
+        self.stages.append(
+            Stage(
+                f"{feed.name} -> shuffle on {shown_keys}",
+                mapped,
+                reads_input=feed.reads_input,
+                detail=f"{feed.text}{probe}; {combine + '; ' if combine else ''}{written}",
+            )
+        )
+        self.notes[id(op)] = f"shuffle {number}"
+        source = ShuffleSource(directory, len(mapped), keys, self.sizes.data_room, ranges)
+        what = describe_shuffle(op)
+        return _Feed(
+            self._reduce_tasks(source, reduce_ops, number),
+            f"reduce {what}",
+            f"reduce shuffle {number}: {what} on each whole partition",
+            reads_input=False,
+            ends_sorted=ranges is not None,
+        )
+
+    def _join(self, feed: _Feed, before: list, join: Join) -> tuple[_Feed, list]:
+        """Shuffle both sides on their keys into the same partitions; join partition by
+        partition. A small right side of a join that keeps left rows (inner, left, semi,
+        anti) is instead collected once and joined with every batch of the left side."""
+        feed, before = self._settle(feed, before)
+        right_feed, right_ops = self._settle(*self._walk(join.other))
+        right_bytes = sum(f.size for s in scans(join.other) for f in s.source.files)
+        if join.how in BROADCAST_KINDS and right_bytes <= _broadcast_limit(self.sizes):
+            return feed, [*before, self._broadcast(join, right_feed, right_ops, right_bytes)]
+        self.shuffles += 1
+        number = self.shuffles
+        left_dir = self._directory(f"shuffle-{number}", "left")
+        right_dir = self._directory(f"shuffle-{number}", "right")
+        partitions = self.sizes.partitions
+        left = feed.run(before, ShuffleSink(left_dir, join.left_on, partitions))
+        right = right_feed.run(right_ops, ShuffleSink(right_dir, join.right_on, partitions))
+        for side, side_feed, tasks, keys, ops in (
+            ("left", feed, left, join.left_on, before),
+            ("right", right_feed, right, join.right_on, right_ops),
+        ):
+            self.stages.append(
+                Stage(
+                    f"{side_feed.name} ({side}) -> shuffle on {', '.join(keys)}",
+                    tasks,
+                    reads_input=side_feed.reads_input,
+                    detail=f"{side_feed.text}{_probe_note(ops)}; hash shuffle {number} on "
+                    f"{', '.join(keys)} ({side} side of the join)",
+                )
+            )
+        left_schema = output_schema(join.child)
+        right_schema = output_schema(join.other)
+        if left_schema is None or right_schema is None:
+            raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
+        room = self.sizes.data_room
+        source = JoinSource(
+            ShuffleSource(left_dir, len(left), join.left_on, room),
+            ShuffleSource(right_dir, len(right), join.right_on, room),
+            left_schema,
+            right_schema,
+            join.left_on,
+            join.right_on,
+            join.how,
+            join.suffix,
+        )
+        self.notes[id(join)] = f"shuffle {number}"
+        what = describe_shuffle(join)
+        reduced = _Feed(
+            self._reduce_tasks(source, (), number),
+            f"reduce {what}",
+            f"reduce shuffle {number}: {what} on each pair of partitions",
+            reads_input=False,
+        )
+        return reduced, []
+
+    def _broadcast(
+        self, join: Join, right_feed: _Feed, right_ops: list, right_bytes: int
+    ) -> BroadcastJoin:
+        """Stage the right side's collection; return the probe the left side's tasks run."""
+        right_schema = output_schema(join.other)
+        if right_schema is None:
+            raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
+        slot = self._slot("broadcast")
+        self.stages.append(
+            Stage(
+                f"{right_feed.name} (small right side)",
+                right_feed.run(right_ops, CollectSink()),
+                reads_input=right_feed.reads_input,
+                feeds=slot,
+                detail=f"{right_feed.text}{_probe_note(right_ops)}; the driver collects the "
+                f"right side of the {join.how} join ({format_size(right_bytes)} of input, "
+                f"under the {format_size(_broadcast_limit(self.sizes))} broadcast limit)",
+            )
+        )
+        self.notes[id(join)] = "broadcast join, no shuffle"
+        # Until the driver has collected the right side, the probe holds an empty frame of it.
+        empty = pl.DataFrame(schema=right_schema)
+        return BroadcastJoin(
+            join, empty, join.left_on, join.right_on, join.how, join.suffix, slot.key
+        )
+
+    def _reduce_tasks(
+        self, source: ShuffleSource | JoinSource, ops: tuple, shuffle: int
+    ) -> tuple[Task, ...]:
+        """One task per shuffle partition, each running ``ops`` on its whole partition."""
+        return tuple(
+            Task(
+                i,
+                source,
+                ShufflePartition(i, shuffle=shuffle),
+                None,
+                tuple(ops),
+                None,
+                CollectSink(),
+                self.sizes.chunk_bytes,
+                self.sizes.memory_limit,
+            )
+            for i in range(self.sizes.partitions)
+        )
+
+
+def _probe_note(ops: list) -> str:
+    joins = [op for op in ops if isinstance(op, BroadcastJoin)]
+    return "".join(
+        f", {op.how} join of every batch with the collected right side (broadcast join, no shuffle)"
+        for op in joins
     )
-    left_schema = output_schema(join.child)
-    right_schema = output_schema(join.other)
-    if left_schema is None or right_schema is None:
-        raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
-    source = JoinSource(
-        ShuffleSource(left_dir, len(left), join.left_on, sizes.data_room),
-        ShuffleSource(right_dir, len(right), join.right_on, sizes.data_room),
-        left_schema,
-        right_schema,
-        join.left_on,
-        join.right_on,
-        join.how,
-        join.suffix,
-    )
-    task_ops, limit, driver_ops = split_for_tasks(list(after))
-    final_sink = _sink_before_gather(sink, limit, driver_ops)
-    reduced = _reduce_tasks(source, task_ops, limit, final_sink, sizes)
-    keys = ", ".join(join.left_on)
-    return [
-        Stage(f"map {scan.source.format} (left) -> shuffle on {keys}", left),
-        Stage(
-            f"map {right_scan.source.format} (right) -> shuffle on {', '.join(join.right_on)}",
-            right,
-        ),
-        Stage(f"reduce: {join.how} join on {keys}", reduced, tuple(driver_ops), limit, False),
-    ]
+
+
+def _keep_note(ops: list) -> str:
+    first = next((op for op in ops if isinstance(op, Head | TopK)), None)
+    if isinstance(first, Head):
+        return f"; the driver keeps the first {first.n} rows in input order"
+    if isinstance(first, TopK):
+        return f"; each task keeps its top {first.k}, the driver the top {first.k} of those"
+    return ""
 
 
 def _broadcast_limit(sizes: Sizes) -> int:
@@ -239,157 +457,10 @@ def _broadcast_limit(sizes: Sizes) -> int:
     )
 
 
-def _broadcast_stages(
-    scan: Scan,
-    left_tasks: tuple[Task, ...],
-    before: list,
-    join: Join,
-    after: list,
-    sink: Sink,
-    sizes: Sizes,
-) -> list[Stage]:
-    right_scan, right_ops = lineage(join.other)
-    collect = tuple(
-        replace(t, ops=tuple(right_ops), sink=CollectSink()) for t in _scan_tasks(right_scan, sizes)
-    )
-    right_schema = output_schema(join.other)
-    if right_schema is None:
-        raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
-    # Until the driver has collected the right side, the probe holds an empty frame of it.
-    empty = pl.DataFrame(schema=right_schema)
-    probe = BroadcastJoin(join, empty, join.left_on, join.right_on, join.how, join.suffix)
-    task_ops, limit, driver_ops = split_for_tasks([*before, probe, *after])
-    final_sink = _sink_before_gather(sink, limit, driver_ops)
-    tasks = tuple(replace(t, ops=tuple(task_ops), limit=limit, sink=final_sink) for t in left_tasks)
-    return [
-        Stage(
-            f"collect {right_scan.source.format} (small right side)",
-            collect,
-            reads_input=False,
-            broadcasts=True,
-        ),
-        Stage(
-            f"read {scan.source.format}, {join.how} join with it", tasks, tuple(driver_ops), limit
-        ),
-    ]
-
-
-def with_broadcast(stage: Stage, frames: list[pl.DataFrame]) -> Stage:
-    """The probe stage of a broadcast join, given the collected right side."""
-    if not frames:
-        return stage
-    right = pl.concat(frames, how="vertical_relaxed")
-
-    def fill(op: Narrow) -> Narrow:
-        return replace(op, right=right) if isinstance(op, BroadcastJoin) else op
-
-    return replace(stage, tasks=tuple(replace(t, ops=tuple(map(fill, t.ops))) for t in stage.tasks))
-
-
-def _reduce_tasks(
-    source: ShuffleSource | JoinSource, ops: list, limit: int | None, sink: Sink, sizes: Sizes
-) -> tuple[Task, ...]:
-    """One task per shuffle partition, each running ``ops`` on its whole partition."""
-    return tuple(
-        Task(
-            i,
-            source,
-            ShufflePartition(i),
-            None,
-            tuple(ops),
-            limit,
-            sink,
-            sizes.chunk_bytes,
-            sizes.memory_limit,
-        )
-        for i in range(sizes.partitions)
-    )
-
-
 def _sink_before_gather(sink: Sink, limit: int | None, driver_ops: list) -> Sink:
     # Rows before a head or top_k come back to the driver, which finishes them in task order.
     gathers = limit is not None or bool(driver_ops)
     return CollectSink() if gathers and not isinstance(sink, CollectSink) else sink
-
-
-def with_boundaries(stage: Stage, samples: list[pl.DataFrame]) -> Stage:
-    """The range-partitioning map stage of a sort, given the key samples of the first pass."""
-    sink = stage.tasks[0].sink if stage.tasks else None
-    if not isinstance(sink, ShuffleSink) or sink.ranges is None:
-        return stage
-    sample = pl.concat(samples, how="vertical_relaxed") if samples else pl.DataFrame()
-    if sample.width == 0:
-        return stage
-    cuts = boundaries_from_sample(sample, sink.ranges, sink.partitions)
-    ranged = replace(sink, ranges=replace(sink.ranges, boundaries=cuts))
-    return replace(stage, tasks=tuple(replace(t, sink=ranged) for t in stage.tasks))
-
-
-def describe_shuffle(op: Shuffle) -> str:
-    if isinstance(op, Aggregate):
-        return "group_by " + ", ".join(str(k) for k in op.keys)
-    if isinstance(op, Window):
-        return f"with_columns {', '.join(str(e) for e in op.exprs)}"
-    if isinstance(op, Sort):
-        return f"sort by {', '.join(op.by)}"
-    if isinstance(op, Join):
-        return f"{op.how} join on {', '.join(op.left_on)} = {', '.join(op.right_on)}"
-    subset = ", ".join(op.subset) if op.subset is not None else "all columns"
-    return f"unique on {subset} (keep={op.keep})"
-
-
-def _shuffle_keys(
-    op: Shuffle,
-) -> tuple[tuple[str, ...], tuple[Narrow, ...]]:
-    """Key column names to hash, and operators the map side runs to compute computed keys.
-
-    A computed key gets an internal name, so that ``group_by(pl.col("v") % 4)`` does not
-    overwrite the ``v`` its aggregations read; the reduce side renames it back.
-    """
-    if isinstance(op, Unique):
-        return (op.subset or ()), ()
-    if isinstance(op, Window):
-        return op.keys, ()
-    if isinstance(op, Sort):
-        return op.by, ()
-    if all(k.meta.is_column() for k in op.keys):
-        return tuple(output_name(k) for k in op.keys), ()
-    names = tuple(f"__terabatch_key{i}" for i in range(len(op.keys)))
-    computed = tuple(k.alias(n) for k, n in zip(op.keys, names, strict=True))
-    return names, (WithColumns(op.child, computed),)
-
-
-def _precombine(op: Aggregate | Unique | Window, keys: tuple[str, ...]) -> tuple[tuple, tuple]:
-    """Operators for the map side (per batch) and the reduce side (per partition).
-
-    Decomposable aggregations and ``unique(keep != "none")`` shrink each batch before the
-    shuffle; everything else ships rows and is computed whole on the reduce side.
-    """
-    if isinstance(op, Window | Sort):
-        return (), (op,)
-    if isinstance(op, Unique):
-        per_batch = (op,) if op.keep != "none" else ()
-        return per_batch, (op,)
-    key_columns = tuple(pl.col(n) for n in keys)
-    named_keys = tuple(
-        pl.col(n).alias(output_name(k) or n) for n, k in zip(keys, op.keys, strict=True)
-    )
-    split = split_aggregations(op.aggs)
-    direct = output_schema(op)
-    if split is None:
-        # One expression may give several columns (pl.col("x", "y").median()): take the names
-        # from the schema, where the keys come first.
-        names = direct.names()[len(keys) :] if direct is not None else []
-        finals = tuple(pl.col(n) for n in names) or tuple(pl.col(output_name(a)) for a in op.aggs)
-        return (), (replace(op, keys=key_columns), Select(op, (*named_keys, *finals)))
-    final = tuple(f.cast(direct[output_name(f)]) if direct is not None else f for f in split.final)
-    return (
-        (replace(op, keys=key_columns, aggs=split.partial),),
-        (
-            replace(op, keys=key_columns, aggs=split.combine),
-            Select(op, (*named_keys, *final)),
-        ),
-    )
 
 
 def _scan_tasks(scan: Scan, sizes: Sizes) -> tuple[Task, ...]:

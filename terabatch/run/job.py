@@ -37,18 +37,11 @@ from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
 from terabatch.ops.narrow import compile_ops
+from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
-from terabatch.plan.stages import (
-    Sizes,
-    Stage,
-    Task,
-    plan_stages,
-    split_at_head,
-    with_boundaries,
-    with_broadcast,
-)
+from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
 from terabatch.run.job_key import job_key
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.options import RunOptions
@@ -223,17 +216,17 @@ class Job:
         Earlier stages write shuffle files; their results only feed progress and the summary.
         """
         for i in range(len(self.stages) - 1):
-            stage = self.stages[i]  # read now: a first pass replaces the stage after it
-            if stage.broadcasts or stage.samples:
-                # A broadcast join's small right side, or a sort's key samples for the ranges.
+            stage = self.stages[i]  # read now: a first pass fills in the stages after it
+            if stage.feeds is not None:
+                # A first pass (a sort's key sample, a broadcast join's small right side, the
+                # rows a head kept): its rows fill the later stages that wait for them.
                 frames = self.state.load_frames(i) if self.persistent else None
                 if frames is None:
                     results = self._run_stage(i, monitor, reporter, _no_dirs, None)
                     frames = [r.frame for r in results if r.frame is not None]
                     if self.persistent:
                         self.state.save_frames(i, frames)
-                use = with_broadcast if stage.broadcasts else with_boundaries
-                self.stages[i + 1] = use(self.stages[i + 1], frames)
+                self.stages[i + 1 :] = fill_later(stage, frames, self.stages[i + 1 :])
                 continue
             for _ in self._run_stage(i, monitor, reporter, self._shuffle_dirs, None):
                 pass

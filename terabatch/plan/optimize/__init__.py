@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
-from terabatch.plan.nodes import Node
+from terabatch.plan.nodes import Join, Node, lineage, rebuild
 from terabatch.plan.optimize.prune_columns import prune_columns
 from terabatch.plan.optimize.pushdown_predicates import pushdown_predicates
 
@@ -14,7 +15,16 @@ RULES: tuple[Rule, ...] = (pushdown_predicates, prune_columns)
 
 
 def optimize(plan: Node, rules: tuple[Rule, ...] = RULES) -> Node:
-    """Apply each rule once, in order."""
+    """Apply each rule once, in order, to the plan and to the right side of each join."""
     for rule in rules:
         plan = rule(plan)
-    return plan
+    scan, ops = lineage(plan)
+    if not any(isinstance(op, Join) for op in ops):
+        return plan
+    return rebuild(
+        scan,
+        [
+            replace(op, other=optimize(op.other, rules)) if isinstance(op, Join) else op
+            for op in ops
+        ],
+    )

@@ -1,0 +1,194 @@
+"""Shuffle files, the reading side: reduce task i reads partition i from every map task.
+
+A partition that fits the worker's room is read whole, as one batch. A larger one is reduced in
+pieces (``terabatch.io.repartition``), one batch per piece; every reduce operation gives exact
+results piece by piece, because a piece holds every row of its keys (or, for a sort, a key
+range). A join whose matches would not fit is joined in pieces too, and a key whose rows or
+matches alone exceed the room stops the task with an error naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+from fsspec.core import url_to_fs
+
+from terabatch.errors import PartitionTooLargeError
+from terabatch.io.repartition import Piece, Splitter, fanout, fits, load
+from terabatch.io.shuffle import WORKING_FACTOR, RangeSpec, partition_file, partition_of
+from terabatch.io.sources import Batch
+from terabatch.run.memory import format_size
+
+# A join split in memory, by output size, hashes with a seed no split on disk uses.
+IN_MEMORY_SEED = 97
+
+
+@dataclass(frozen=True)
+class ShufflePartition:
+    """Partition ``index`` of shuffle number ``shuffle``: the split of one reduce task."""
+
+    index: int
+    nbytes: int = 0
+    shuffle: int = 1
+
+    def describe(self) -> str:
+        return f"shuffle {self.shuffle} partition {self.index}"
+
+
+@dataclass(frozen=True)
+class ShuffleSource:
+    """The rows a shuffle's map stage wrote, read back one whole partition (or piece) at a time.
+
+    ``order`` is the sort a range shuffle serves: a partition too large is then cut into key
+    sub-ranges rather than hashed.
+    """
+
+    directory: str
+    map_tasks: int
+    keys: tuple[str, ...] = ()
+    data_room: int | None = None
+    order: RangeSpec | None = None
+    format: str = "shuffle"
+
+    def piece(self, fs, split: ShufflePartition) -> Piece:
+        """Partition ``split.index``'s files, one per map task that wrote rows to it."""
+        paths = [
+            path
+            for task_id in range(self.map_tasks)
+            if fs.exists(path := partition_file(self.directory, task_id, split.index))
+        ]
+        return Piece(tuple(paths), sum(fs.size(p) for p in paths))
+
+    def read(
+        self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
+    ) -> Iterator[Batch]:
+        fs, _ = url_to_fs(self.directory)
+        piece = self.piece(fs, split)
+        if not piece.paths:
+            return
+        if self.data_room is None or fits(piece.memory_bytes, self.data_room):
+            yield Batch(load(fs, piece), split.describe)
+            return
+        splitter = _splitter(fs, self.directory, self.data_room, chunk_bytes, split)
+        try:
+            if self.order is not None:
+                frames = splitter.ranged(piece, self.order)
+            else:
+                frames = splitter.hashed(piece, self.keys)
+            for frame in frames:
+                yield Batch(frame, split.describe)
+        finally:
+            _remove(fs, splitter.scratch)
+
+
+@dataclass(frozen=True, eq=False)
+class JoinSource:
+    """Partition i of both sides of a join, joined: every row of a key is in partition i."""
+
+    left: ShuffleSource
+    right: ShuffleSource
+    left_schema: pl.Schema
+    right_schema: pl.Schema
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: str
+    suffix: str
+    format: str = "join"
+
+    def read(
+        self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
+    ) -> Iterator[Batch]:
+        fs, _ = url_to_fs(self.left.directory)
+        left, right = self.left.piece(fs, split), self.right.piece(fs, split)
+        room = self.left.data_room
+        schemas = (self.left_schema, self.right_schema)
+        splitter = None
+        if room is None or fits(left.memory_bytes + right.memory_bytes, room):
+            pairs = iter([(load(fs, left, schemas[0]), load(fs, right, schemas[1]))])
+        else:
+            splitter = _splitter(fs, self.left.directory, room, chunk_bytes, split)
+            pairs = splitter.paired(left, right, (self.left_on, self.right_on), schemas)
+        try:
+            for left_rows, right_rows in pairs:
+                for joined in self._joined(left_rows, right_rows, room, split):
+                    if joined.height:
+                        yield Batch(joined, split.describe)
+        finally:
+            if splitter is not None:
+                _remove(fs, splitter.scratch)
+
+    def _join(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+        return left.join(
+            right,
+            left_on=list(self.left_on),
+            right_on=list(self.right_on),
+            how=self.how,
+            suffix=self.suffix,
+            maintain_order="left_right",
+        )
+
+    def _joined(
+        self, left: pl.DataFrame, right: pl.DataFrame, room: int | None, split: ShufflePartition
+    ) -> Iterator[pl.DataFrame]:
+        """The join of two loaded sides, in pieces by key when its output would not fit.
+
+        Keys with many rows on both sides multiply: the output can be far larger than the
+        inputs, so it is estimated from the key counts of both sides before joining.
+        """
+        if room is None or self.how in ("semi", "anti") or not left.height or not right.height:
+            yield self._join(left, right)
+            return
+        row_bytes = left.estimated_size() / left.height + right.estimated_size() / right.height
+        right_counts = right.group_by(list(self.right_on)).agg(pl.len().alias("__right"))
+        # No left row matches more right rows than the most frequent right key has: usually a
+        # bound small enough to skip counting the left side's keys.
+        bound = left.height * int(right_counts["__right"].max()) + right.height
+        if fits(bound * row_bytes, room):
+            yield self._join(left, right)
+            return
+        counts = (
+            left.group_by(list(self.left_on))
+            .agg(pl.len().alias("__left"))
+            .join(right_counts, left_on=list(self.left_on), right_on=list(self.right_on))
+            .with_columns(__rows=pl.col("__left").cast(pl.Int64) * pl.col("__right"))
+        )
+        rows = int(counts["__rows"].sum() or 0) + left.height + right.height
+        if fits(rows * row_bytes, room):
+            yield self._join(left, right)
+            return
+        top = counts.sort("__rows", descending=True).row(0, named=True)
+        if not fits(top["__rows"] * row_bytes, room):
+            key = {k: top[k] for k in self.left_on}
+            nbytes = top["__rows"] * row_bytes
+            raise PartitionTooLargeError(
+                f"{split.describe()}: join key {key} matches {top['__left']:,} left rows with "
+                f"{top['__right']:,} right rows, {top['__rows']:,} joined rows of about "
+                f"{format_size(nbytes)} ({format_size(nbytes * WORKING_FACTOR)} to process), "
+                f"more than a worker's {format_size(room)} of room allows; raise memory= or "
+                "filter that key out first"
+            )
+        k = fanout(rows * row_bytes, room)
+        left_parts = left.with_columns(partition_of(left, self.left_on, k, IN_MEMORY_SEED))
+        right_parts = right.with_columns(partition_of(right, self.right_on, k, IN_MEMORY_SEED))
+        column = left_parts.columns[-1]
+        lefts = left_parts.partition_by(column, as_dict=True, include_key=False)
+        rights = right_parts.partition_by(column, as_dict=True, include_key=False)
+        for n in range(k):
+            pair = lefts.get((n,), left.clear()), rights.get((n,), right.clear())
+            if pair[0].height or pair[1].height:
+                yield self._join(*pair)
+
+
+def _splitter(fs, directory: str, room: int, chunk_bytes: int, split: ShufflePartition) -> Splitter:
+    # Pieces live beside the partition, under a name of their own for every attempt.
+    scratch = posixpath.join(directory, f"split-{split.index:05d}-{os.urandom(4).hex()}")
+    return Splitter(fs, room, chunk_bytes, scratch, split.describe())
+
+
+def _remove(fs, path: str) -> None:
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

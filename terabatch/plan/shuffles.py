@@ -1,0 +1,124 @@
+"""What each shuffle kind (group_by, unique, window, sort, join) hashes on and runs on each side.
+
+The stage planner asks this module three things about a shuffle operator: the key columns the map
+side partitions on, the operators the map side runs per batch before writing (computed keys and
+pre-combined aggregations), and the operators the reduce side runs on each whole partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+
+from terabatch.plan.expressions import output_name
+from terabatch.plan.nodes import (
+    Aggregate,
+    Join,
+    Narrow,
+    Select,
+    Shuffle,
+    Sort,
+    Unique,
+    Window,
+    WithColumns,
+)
+from terabatch.plan.precombine import split_aggregations
+from terabatch.plan.schema import output_schema
+
+
+def shuffle_keys(op: Aggregate | Unique | Window | Sort) -> tuple[tuple[str, ...], tuple]:
+    """Key column names to partition on, and operators the map side runs to compute them.
+
+    A computed key gets an internal name, so that ``group_by(pl.col("v") % 4)`` does not
+    overwrite the ``v`` its aggregations read; the reduce side renames it back.
+
+    >>> import polars as pl
+    >>> from terabatch.plan.nodes import Unique
+    >>> shuffle_keys(Unique(None, ("a", "b"), "first"))
+    (('a', 'b'), ())
+    """
+    if isinstance(op, Unique):
+        return (op.subset or ()), ()
+    if isinstance(op, Window):
+        return op.keys, ()
+    if isinstance(op, Sort):
+        return op.by, ()
+    if all(k.meta.is_column() for k in op.keys):
+        return tuple(output_name(k) for k in op.keys), ()
+    names = tuple(f"__terabatch_key{i}" for i in range(len(op.keys)))
+    computed = tuple(k.alias(n) for k, n in zip(op.keys, names, strict=True))
+    return names, (WithColumns(op.child, computed),)
+
+
+def map_and_reduce_ops(
+    op: Aggregate | Unique | Window | Sort, keys: tuple[str, ...]
+) -> tuple[tuple[Narrow | Shuffle, ...], tuple[Narrow | Shuffle, ...]]:
+    """Operators for the map side (per batch) and the reduce side (per whole partition).
+
+    Decomposable aggregations and ``unique(keep != "none")`` shrink each batch before the
+    shuffle; everything else ships rows and is computed whole on the reduce side.
+    """
+    if isinstance(op, Window | Sort):
+        return (), (op,)
+    if isinstance(op, Unique):
+        per_batch = (op,) if op.keep != "none" else ()
+        return per_batch, (op,)
+    key_columns = tuple(pl.col(n) for n in keys)
+    named_keys = tuple(
+        pl.col(n).alias(output_name(k) or n) for n, k in zip(keys, op.keys, strict=True)
+    )
+    split = split_aggregations(op.aggs)
+    direct = output_schema(op)
+    if split is None:
+        # One expression may give several columns (pl.col("x", "y").median()): take the names
+        # from the schema, where the keys come first.
+        names = direct.names()[len(keys) :] if direct is not None else []
+        finals = tuple(pl.col(n) for n in names) or tuple(pl.col(output_name(a)) for a in op.aggs)
+        return (), (replace(op, keys=key_columns), Select(op, (*named_keys, *finals)))
+    final = tuple(f.cast(direct[output_name(f)]) if direct is not None else f for f in split.final)
+    return (
+        (replace(op, keys=key_columns, aggs=split.partial),),
+        (
+            replace(op, keys=key_columns, aggs=split.combine),
+            Select(op, (*named_keys, *final)),
+        ),
+    )
+
+
+def describe_shuffle(op: Shuffle) -> str:
+    """The reduce side's operation, in a few words.
+
+    >>> from terabatch.plan.nodes import Sort
+    >>> describe_shuffle(Sort(None, ("n",), (True,), False))
+    'sort by n'
+    """
+    if isinstance(op, Aggregate):
+        return "group_by " + ", ".join(str(k) for k in op.keys)
+    if isinstance(op, Window):
+        return f"windows over {', '.join(op.keys)}"
+    if isinstance(op, Sort):
+        return f"sort by {', '.join(op.by)}"
+    if isinstance(op, Join):
+        return f"{op.how} join on {', '.join(op.left_on)} = {', '.join(op.right_on)}"
+    subset = ", ".join(op.subset) if op.subset is not None else "all columns"
+    return f"unique on {subset} (keep={op.keep})"
+
+
+def precombine_note(op: Aggregate | Unique | Window | Sort) -> str:
+    """Which work the map tasks do per batch before shuffling, for ``explain()``.
+
+    >>> from terabatch.plan.nodes import Aggregate
+    >>> precombine_note(Aggregate(None, (pl.col("k"),), (pl.col("v").sum(), pl.len())))
+    'pre-combined per batch: sum, len'
+    >>> precombine_note(Aggregate(None, (pl.col("k"),), (pl.col("v").median(),)))
+    'no pre-combining (an aggregation needs all rows of a group)'
+    """
+    if isinstance(op, Unique):
+        return "unique per batch (pre-combined)" if op.keep != "none" else ""
+    if isinstance(op, Window | Sort):
+        return ""
+    split = split_aggregations(op.aggs)
+    if split is None:
+        return "no pre-combining (an aggregation needs all rows of a group)"
+    return f"pre-combined per batch: {', '.join(k.lower() for k in split.kinds)}"
