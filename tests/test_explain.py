@@ -149,7 +149,7 @@ def test_explained_stages_are_the_stages_that_run(
         .join(right.unique().group_by("k").agg(pl.col("m").sum()), on="k", how="left")
         .sort("m")
     )
-    job = Job(query._plan, CollectSink(), RunOptions(progress=False), InlineExecutor())
+    job = Job(query._plan, CollectSink(), RunOptions(progress=False, executor=InlineExecutor()))
     try:
         planned = [f"stage {i}: {s.detail}" for i, s in enumerate(job.stages, 1)]
     finally:
