@@ -118,14 +118,35 @@ def _parse_columns(text: str) -> list[str]:
     return names
 
 
-def _open(sources: Sequence[str], fmt: str, separator: str | None) -> Dataset:
+def _open(
+    sources: Sequence[str], fmt: str, separator: str | None, on_bad_rows: str = "fail"
+) -> Dataset:
     if fmt == "csv":
         sep = separator or default_separator(sources[0])
         # "\t" typed in a shell arrives as backslash-t; nobody means a two-character separator.
-        return read_csv(list(sources), separator="\t" if sep == "\\t" else sep)
+        return read_csv(
+            list(sources), separator="\t" if sep == "\\t" else sep, on_bad_rows=on_bad_rows
+        )
     if separator is not None:
         raise click.BadParameter("applies to CSV input only", param_hint="--separator")
-    return read_json(list(sources)) if fmt == "json" else read_parquet(list(sources))
+    if fmt == "json":
+        return read_json(list(sources), on_bad_rows=on_bad_rows)
+    return read_parquet(list(sources))
+
+
+def _bad_row_limit(text: str | None) -> int | float | None:
+    """``100`` (rows), ``0.01`` or ``1%`` (a share of the rows read)."""
+    if text is None:
+        return None
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a row count (100) nor a share (0.01 or 1%)",
+            param_hint="--max-bad-rows",
+        ) from None
 
 
 def _write(dataset: Dataset, dest: str, to: str, options: dict[str, Any]) -> JobSummary:
@@ -196,6 +217,19 @@ def _write(dataset: Dataset, dest: str, to: str, options: dict[str, Any]) -> Job
     "--max-retries", type=click.IntRange(min=0), default=3, show_default=True, metavar="N"
 )
 @click.option("--spill-limit", metavar="SIZE", help="Disk budget for shuffle files, e.g. 100GB.")
+@click.option(
+    "--on-bad-rows",
+    type=click.Choice(["fail", "quarantine", "skip"]),
+    default="fail",
+    show_default=True,
+    help="A row that does not parse: stop with its file and line, move it to "
+    "DEST/_quarantine/, or drop it and count it.",
+)
+@click.option(
+    "--max-bad-rows",
+    metavar="N|SHARE",
+    help="Stop when more rows than this are bad: a count (1000) or a share (0.01 or 1%).",
+)
 def convert(
     sources: tuple[str, ...],
     dest: str,
@@ -216,13 +250,15 @@ def convert(
     resume: bool | None,
     max_retries: int,
     spill_limit: str | None,
+    on_bad_rows: str,
+    max_bad_rows: str | None,
 ) -> None:
     """Convert SOURCE... (files, directories or quoted globs) into the directory DEST.
 
     Prints "DEST<tab>ROWS" on stdout when done; the run's summary goes to stderr.
     """
     fmt = from_ or detect_format(sources[0])
-    dataset = _open(sources, fmt, separator)
+    dataset = _open(sources, fmt, separator, on_bad_rows)
     if filters:
         dataset = dataset.filter(*_parse_filters(filters))
     if columns is not None:
@@ -244,6 +280,7 @@ def convert(
             "resume": resume,
             "max_retries": max_retries,
             "spill_limit": spill_limit,
+            "max_bad_rows": _bad_row_limit(max_bad_rows),
         },
     )
     click.echo(f"{summary.output}\t{summary.rows_written}")

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from terabatch.errors import SchemaError, TerabatchError, suggest
 from terabatch.explain import explain_plan
+from terabatch.io.bad_rows import check_mode
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
 from terabatch.plan.expressions import across_rows, input_columns, window_keys
 from terabatch.plan.nodes import (
@@ -200,18 +201,24 @@ class Dataset:
         fn: Callable[[pl.DataFrame], pl.DataFrame],
         batch_size: int | None = None,
         schema: Mapping[str, pl.DataType] | None = None,
+        on_error: str = "fail",
     ) -> Dataset:
         """Run any Python function ``DataFrame -> DataFrame`` on every batch, on every core.
 
         ``batch_size`` fixes the number of rows per call (the last call may get fewer);
         ``schema`` declares the output columns so that later steps can be checked early.
+        When the function raises, the job fails with its traceback (``on_error="fail"``), or
+        the batch is bisected until the rows that make it raise are found: they go to the
+        quarantine with the exception as the reason (``"quarantine"``) or are dropped and
+        counted (``"skip"``); the function's output for the other rows is kept.
         """
+        mode = check_mode("on_error", on_error)
         if not callable(fn):
             raise TerabatchError(f"map_batches needs a function, got {type(fn).__name__}")
         if batch_size is not None and batch_size < 1:
             raise TerabatchError(f"batch_size must be at least 1, not {batch_size}")
         declared = pl.Schema(schema) if schema is not None else None
-        return self._add(MapBatches(self._plan, fn, batch_size, declared))
+        return self._add(MapBatches(self._plan, fn, batch_size, declared, mode))
 
     def head(self, n: int = 5) -> Dataset:
         """The first ``n`` rows in input order."""

@@ -19,6 +19,7 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from terabatch.errors import DiskFullError, TerabatchError, is_disk_full
+from terabatch.io.bad_rows import collecting
 from terabatch.io.shuffle import ShuffleSink, ShuffleWriter
 from terabatch.io.sinks import CollectSink, CountSink, FileSink, FileWriter, SpillSink, WrittenFile
 from terabatch.io.sources import Batch
@@ -41,6 +42,10 @@ class TaskResult:
     peak_rss: int = 0
     row_groups: int = 0
     bytes_out: int = 0
+    rows_bad: int = 0  # quarantined or skipped rows
+    first_bad: str | None = None
+    quarantine_file: str | None = None
+    source_file: str | None = None
 
 
 class TaskFailure(Exception):
@@ -100,6 +105,21 @@ def _drain(
 
 
 def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
+    file = getattr(getattr(task.split, "file", None), "path", None)
+    with collecting(file or "") as bad:
+        result = _execute_collecting(task, attempt_dir)
+    result.source_file = file
+    # A row the reader dropped was read all the same: rows read = written + filtered + bad.
+    result.rows_in += bad.read
+    result.rows_bad, result.first_bad = bad.count, bad.first
+    if task.quarantine_dir is not None:
+        storage = getattr(task.sink, "storage_options", None) or {}
+        name = f"part-{task.task_id:05d}.parquet"
+        result.quarantine_file = bad.write(task.quarantine_dir, name, storage)
+    return result
+
+
+def _execute_collecting(task: Task, attempt_dir: str | None) -> TaskResult:
     result = TaskResult(task.task_id, bytes_in=task.split.nbytes)
     result.row_groups = len(getattr(task.split, "row_groups", ()))
     counter = _Counter()

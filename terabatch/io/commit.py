@@ -23,6 +23,7 @@ from terabatch.io.sinks import WrittenFile
 
 STAGING = "_temporary"
 SUCCESS = "_SUCCESS"
+QUARANTINE = "_quarantine"
 
 
 class OutputCommit:
@@ -82,11 +83,28 @@ class OutputCommit:
     def _url(self, path: str) -> str:
         return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)
 
-    def commit(self, files: Iterable[tuple[int, WrittenFile]], manifest: dict) -> list[WrittenFile]:
-        """Move every task's files into the output directory and write ``_SUCCESS`` last."""
+    def commit(
+        self,
+        files: Iterable[tuple[int, WrittenFile]],
+        manifest: dict,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> list[WrittenFile]:
+        """Move every task's files into the output directory and write ``_SUCCESS`` last.
+
+        ``extra`` holds (URL, relative path) of other files that join the output, such as the
+        quarantined rows; they are listed in the manifest apart from the data files.
+        """
         if self.mode == "overwrite":
             for path in self._existing_output():
                 self.fs.rm(path, recursive=True)
+        others = []
+        for url, relative in extra:
+            target = posixpath.join(self.root, relative)
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            _move(url, self.fs, target)
+            others.append(relative)
+        if others:
+            manifest = {**manifest, "quarantine": sorted(others)}
         final: list[WrittenFile] = []
         for task_id, written in files:
             source = posixpath.join(self.staging, f"task-{task_id:05d}", written.path)
@@ -127,3 +145,14 @@ class OutputCommit:
             and not self.fs.ls(self.root, detail=False)
         ):
             self.fs.rmdir(self.root)
+
+
+def _move(url: str, fs, target: str) -> None:
+    """Move a file into ``fs`` at ``target``, copying when it lives on another filesystem."""
+    source_fs, source = url_to_fs(url)
+    if type(source_fs) is type(fs):
+        fs.mv(source, target)
+        return
+    with source_fs.open(source, "rb") as src, fs.open(target, "wb") as dst:
+        dst.write(src.read())
+    source_fs.rm(source)

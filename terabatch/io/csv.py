@@ -17,10 +17,19 @@ import numpy as np
 import polars as pl
 
 from terabatch.errors import BadRowError, InputReadError, SchemaError
+from terabatch.io.bad_rows import current
 from terabatch.io.files import FileInfo
 from terabatch.io.parse_strings import parse_series, unparsable
 from terabatch.io.splits import last_record_end
-from terabatch.io.text import Chunk, TextSplit, iter_chunks, line_of, read_prefix, strip_bom
+from terabatch.io.text import (
+    Chunk,
+    TextSplit,
+    count_lines,
+    iter_chunks,
+    line_of,
+    read_prefix,
+    strip_bom,
+)
 
 HEADER_PROBE_BYTES = 1 << 20
 
@@ -77,6 +86,8 @@ def infer_schema(sample: bytes, names: list[str], options: CsvOptions) -> pl.Sch
         return pl.Schema({n: pl.String for n in names})
     # No new_columns: Polars refuses them when a ragged row widens the sample; that row is
     # reported with its line by the task that reads it, so inference only looks at the columns.
+    # Invalid UTF-8 in the sample is a bad row that a task reports with its line; read the
+    # sample lossily so that it does not stop inference for the other rows.
     frame = pl.read_csv(
         sample,
         has_header=False,
@@ -84,6 +95,7 @@ def infer_schema(sample: bytes, names: list[str], options: CsvOptions) -> pl.Sch
         quote_char=options.quote_char,
         infer_schema_length=None,
         truncate_ragged_lines=True,
+        encoding="utf8-lossy",
     )
     dtypes = frame.dtypes[: len(names)]
     dtypes += [pl.String] * (len(names) - len(dtypes))
@@ -126,12 +138,19 @@ def read_split(
     columns: list[str] | None,
     options: CsvOptions,
     chunk_bytes: int,
+    on_bad_rows: str = "fail",
 ) -> Iterator[tuple[pl.DataFrame, Chunk]]:
-    """Parse a split chunk by chunk; raise ``BadRowError`` naming the file and line of a bad row."""
+    """Parse a split chunk by chunk.
+
+    A bad row raises ``BadRowError`` naming its file and line, or with ``on_bad_rows`` set to
+    "quarantine" or "skip" is reported to the task's bad-row collector and left out.
+    """
     names = list(schema.names())
     wanted = names if columns is None else [n for n in names if n in set(columns)]
     indices = [names.index(n) for n in wanted]
     sep, quote = ord(options.separator), ord(options.quote_char)
+    # Line numbers for the quarantine, where known for free (see _BadRowReporter).
+    line = split.first_line if on_bad_rows != "fail" else None
     for chunk in iter_chunks(split, storage_options, chunk_bytes, options.newlines_in_values):
         try:
             frame = pl.read_csv(
@@ -146,14 +165,48 @@ def read_split(
             if len(names) > 1 and _separators_outside_quotes(chunk.data, sep, quote) != expected:
                 raise ValueError("field count mismatch")
         except (pl.exceptions.PolarsError, ValueError):
-            frame = _slow_parse(split, storage_options, chunk, schema, options).select(wanted)
+            bad = _BadRowReporter(split, storage_options, chunk, on_bad_rows, line)
+            frame = _slow_parse(chunk, schema, options, bad).select(wanted)
         yield frame, chunk
+        if line is not None:
+            line += count_lines(chunk.data)
+
+
+class _BadRowReporter:
+    """Where the slow path sends a bad row: an error, or the task's collector."""
+
+    def __init__(
+        self,
+        split: TextSplit,
+        storage_options: dict,
+        chunk: Chunk,
+        on_bad_rows: str,
+        first_line: int | None,
+    ) -> None:
+        self.split, self.storage_options, self.chunk = split, storage_options, chunk
+        self.mode, self.first_line = on_bad_rows, first_line
+        self.data = bytes(chunk.data)
+
+    def __call__(self, line_in_chunk: int, raw: str, reason: str) -> None:
+        offset = _offset_of_line(self.data, line_in_chunk)
+        if self.mode == "fail":
+            line = line_of(self.split, self.storage_options, self.chunk.offset + offset)
+            shown = raw if len(raw) <= 80 else raw[:77] + "..."
+            raise BadRowError(f"{self.split.file.path}: line {line}: {reason}: {shown!r}")
+        # Counting lines means reading the file from its start: only the first split of a
+        # file knows its line numbers for free; elsewhere the byte offset says where.
+        line = None
+        if self.first_line is not None:
+            line = self.first_line + self.data.count(b"\n", 0, offset)
+        start = self.split.start + self.chunk.offset
+        offset_in_file = None if self.split.file.compression else start + offset
+        current().add(self.mode, self.split.file.path, line, offset_in_file, raw, reason)
 
 
 def _slow_parse(
-    split: TextSplit, storage_options: dict, chunk: Chunk, schema: pl.Schema, options: CsvOptions
+    chunk: Chunk, schema: pl.Schema, options: CsvOptions, bad: _BadRowReporter
 ) -> pl.DataFrame:
-    """Parse a chunk row by row; raise on the first bad row, else return the parsed rows."""
+    """Parse a chunk row by row; send each bad row to ``bad``; return the good rows."""
     names = list(schema.names())
     text = bytes(chunk.data).decode("utf-8", errors="surrogateescape")
     lines = text.split("\n")
@@ -176,16 +229,15 @@ def _slow_parse(
                 if options.newlines_in_values
                 else ("; if quoted fields contain line breaks, pass newlines_in_values=True")
             )
-            _fail(
-                split,
-                storage_options,
-                chunk,
-                first,
-                raw,
-                f"expected {len(names)} fields, found {len(row)}{hint}",
-            )
+            bad(first, raw, f"expected {len(names)} fields, found {len(row)}{hint}")
+            continue
         if any("\udc80" <= ch <= "\udcff" for field in row for ch in field):
-            _fail(split, storage_options, chunk, first, raw, "invalid UTF-8")
+            bad(
+                first,
+                raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                "invalid UTF-8",
+            )
+            continue
         rows.append(row)
         row_lines.append(first)
     text_frame = pl.DataFrame(
@@ -194,33 +246,20 @@ def _slow_parse(
             for i, n in enumerate(names)
         ]
     )
-    parsed = []
+    typed_columns = []
+    rejected = pl.Series([False] * len(rows), dtype=pl.Boolean)
+    reasons: dict[int, str] = {}
     for name, dtype in schema.items():
         values = text_frame[name]
         typed = parse_series(values, dtype)
-        bad = unparsable(values, typed)
-        if bad.any():
-            i = int(bad.arg_true()[0])
-            raw = ",".join(rows[i])
-            _fail(
-                split,
-                storage_options,
-                chunk,
-                row_lines[i],
-                raw,
-                f"column {name!r}: {values[i]!r} is not a valid {dtype}",
-            )
-        parsed.append(typed.alias(name))
-    return pl.DataFrame(parsed)
-
-
-def _fail(
-    split: TextSplit, storage_options: dict, chunk: Chunk, line_in_chunk: int, raw: str, reason: str
-) -> None:
-    offset = _offset_of_line(bytes(chunk.data), line_in_chunk)
-    line = line_of(split, storage_options, chunk.offset + offset)
-    shown = raw if len(raw) <= 80 else raw[:77] + "..."
-    raise BadRowError(f"{split.file.path}: line {line}: {reason}: {shown!r}")
+        for i in unparsable(values, typed).arg_true().to_list():
+            reasons.setdefault(i, f"column {name!r}: {values[i]!r} is not a valid {dtype}")
+        typed_columns.append(typed.alias(name))
+    for i in sorted(reasons):
+        bad(row_lines[i], options.separator.join(rows[i]), reasons[i])
+    if reasons:
+        rejected = rejected.scatter(sorted(reasons), True)
+    return pl.DataFrame(typed_columns).filter(~rejected)
 
 
 def _offset_of_line(data: bytes, line: int) -> int:

@@ -42,6 +42,7 @@ class CsvSource:
     options: csv_format.CsvOptions
     storage_options: dict = field(default_factory=dict, hash=False)
     format: str = "csv"
+    on_bad_rows: str = "fail"
 
     def splits(self, target_bytes: int, predicate: pl.Expr | None) -> list[Split]:
         found: list[Split] = []
@@ -54,7 +55,13 @@ class CsvSource:
     def read(self, split: Split, columns: list[str] | None, chunk_bytes: int) -> Iterator[Batch]:
         assert isinstance(split, text.TextSplit)
         for frame, chunk in csv_format.read_split(
-            split, self.storage_options, self.schema, columns, self.options, chunk_bytes
+            split,
+            self.storage_options,
+            self.schema,
+            columns,
+            self.options,
+            chunk_bytes,
+            self.on_bad_rows,
         ):
             yield Batch(frame, _line_origin(split, self.storage_options, chunk))
 
@@ -66,6 +73,7 @@ class JsonSource:
     data_starts: tuple[int, ...]
     storage_options: dict = field(default_factory=dict, hash=False)
     format: str = "json"
+    on_bad_rows: str = "fail"
 
     def splits(self, target_bytes: int, predicate: pl.Expr | None) -> list[Split]:
         found: list[Split] = []
@@ -76,7 +84,7 @@ class JsonSource:
     def read(self, split: Split, columns: list[str] | None, chunk_bytes: int) -> Iterator[Batch]:
         assert isinstance(split, text.TextSplit)
         for frame, chunk in json_format.read_split(
-            split, self.storage_options, self.schema, columns, chunk_bytes
+            split, self.storage_options, self.schema, columns, chunk_bytes, self.on_bad_rows
         ):
             yield Batch(frame, _line_origin(split, self.storage_options, chunk))
 
@@ -165,15 +173,20 @@ def _check_schema_names(given: dict, names: list[str], file: FileInfo) -> None:
 
 
 def open_json(
-    files: tuple[FileInfo, ...], storage_options: dict, schema: dict | None
+    files: tuple[FileInfo, ...],
+    storage_options: dict,
+    schema: dict | None,
+    on_bad_rows: str = "fail",
 ) -> JsonSource:
     """Find where each file's data starts and settle the schema (given, or from a sample)."""
     starts = tuple(json_format.data_start(f, storage_options) for f in files)
     if schema:
         final = pl.Schema(schema)
     else:
-        final = json_format.infer_schema(files[0], storage_options, starts[0], SAMPLE_BYTES)
-    return JsonSource(files, final, starts, storage_options)
+        final = json_format.infer_schema(
+            files[0], storage_options, starts[0], SAMPLE_BYTES, on_bad_rows != "fail"
+        )
+    return JsonSource(files, final, starts, storage_options, on_bad_rows=on_bad_rows)
 
 
 def open_parquet(files: tuple[FileInfo, ...], storage_options: dict) -> ParquetSource:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 
 from terabatch.errors import InputReadError
@@ -24,11 +25,16 @@ PYARROW_CODEC = {"gzip": "gzip", "zstd": "zstd", "bz2": "bz2"}
 
 @dataclass(frozen=True)
 class TextSplit:
-    """A byte range ``[start, end)`` of a file's records; ``end`` is None for a compressed file."""
+    """A byte range ``[start, end)`` of a file's records; ``end`` is None for a compressed file.
+
+    ``first_line`` is the line number of ``start`` when known without reading the file up to
+    it: for the first split of each file.
+    """
 
     file: FileInfo
     start: int
     end: int | None
+    first_line: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -87,11 +93,15 @@ def plan_splits(
     file: FileInfo, storage_options: dict, data_start: int, target_bytes: int, quoted: bool
 ) -> list[TextSplit]:
     """Cut one file into splits; a compressed file is one split, as it cannot be entered midway."""
+    first_line = read_prefix(file, storage_options, data_start).count(b"\n") + 1
     if file.compression is not None:
-        return [TextSplit(file, data_start, None)]
+        return [TextSplit(file, data_start, None, first_line)]
     with open_binary(file.path, storage_options) as f:
         ranges = plan_ranges(f, file.size, data_start, target_bytes, quoted)
-    return [TextSplit(file, start, end) for start, end in ranges]
+    return [
+        TextSplit(file, start, end, first_line if start == data_start else None)
+        for start, end in ranges
+    ]
 
 
 def iter_chunks(
@@ -181,3 +191,12 @@ def line_of(split: TextSplit, storage_options: dict, offset_in_split: int) -> in
             newlines += block.count(b"\n")
             remaining -= len(block)
     return newlines + 1
+
+
+def count_lines(data: bytes | memoryview) -> int:
+    """The number of line breaks in ``data``.
+
+    >>> count_lines(b"a\\nb\\n")
+    2
+    """
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))

@@ -61,6 +61,7 @@ class MapBatches:
     fn: Callable[[pl.DataFrame], pl.DataFrame]
     batch_size: int | None
     schema: pl.Schema | None
+    on_error: str = "fail"
 
     @property
     def name(self) -> str:

@@ -69,6 +69,7 @@ class Task:
     sink: Sink | ShuffleSink
     chunk_bytes: int
     memory_limit: int | None
+    quarantine_dir: str | None = None  # set by the driver: where bad rows go
 
     def describe(self) -> str:
         return self.split.describe()

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 import pyarrow as pa
@@ -31,7 +31,7 @@ from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
 from terabatch.exec.runtime import TaskResult
 from terabatch.exec.select import executor_for
-from terabatch.io.commit import OutputCommit
+from terabatch.io.commit import QUARANTINE, OutputCommit
 from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
@@ -42,6 +42,7 @@ from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
 from terabatch.plan.schema import output_schema
 from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
+from terabatch.run.accounting import RowAccount
 from terabatch.run.job_key import job_key
 from terabatch.run.memory import MemoryMonitor, format_size, process_rss
 from terabatch.run.options import RunOptions
@@ -156,6 +157,7 @@ class Job:
         self.spilled = 0
         tasks = sum(len(s.tasks) for s in self.stages)
         self.summary = JobSummary(workers=self.executor.workers, tasks=tasks)
+        self.account = RowAccount(options.max_bad_rows)
         self.summary.resumed_tasks = self.resumed
 
     def _start_state(self) -> Sizes:
@@ -261,8 +263,17 @@ class Job:
         stage = self.stages[index]
         progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
         committed = self.state.committed(index) if self.persistent else {}
+        # First passes read rows a second time: their bad rows are met again where they count.
+        counts = stage.feeds is None
+        last = index == len(self.stages) - 1
+        quarantine = self.state.url("quarantine", f"stage-{index:03d}") if counts else None
+
+        def account(result: TaskResult) -> None:
+            if counts:
+                self.account.add(result, stage.reads_input, last)
 
         def on_result(result: TaskResult) -> None:
+            account(result)
             self._count_spill(result)
             if stage.reads_input:
                 self.summary.rows_read += result.rows_in
@@ -272,10 +283,13 @@ class Job:
             if self.persistent and result.frame is None and result.spill_path is None:
                 self.state.record(index, result)
 
-        todo = tuple(t for t in stage.tasks if t.task_id not in committed)
+        todo = tuple(
+            replace(t, quarantine_dir=quarantine) for t in stage.tasks if t.task_id not in committed
+        )
         for task in stage.tasks:
             if task.task_id in committed:
                 result = committed[task.task_id]
+                account(result)
                 self._count_spill(result)
                 if stage.reads_input:
                     self.summary.rows_read += result.rows_in
@@ -373,6 +387,8 @@ def run(
                 outcome.count = outcome.frame.height
             if commit is not None:
                 _commit(job, commit, outcome, manifest or {})
+            else:
+                _keep_quarantine(job)
         job.summary.peak_memory = monitor.peak
     except BaseException as caught:
         exc = caught
@@ -396,6 +412,7 @@ def run(
         raise
     job.finish(succeeded=True)
     job.summary.rows_written = outcome.count
+    job.summary.rows_bad = job.account.bad
     job.summary.seconds = time.monotonic() - started
     if options.progress and isinstance(sink, FileSink):
         print(job.summary.render(), file=sys.stderr, flush=True)
@@ -437,11 +454,48 @@ def _commit(job: Job, commit: OutputCommit, outcome: Outcome, manifest: dict) ->
         writer = FileWriter(job.sink, commit.task_dir(0), 0)
         writer.write_empty(pl.DataFrame(schema=schema))
         files = [(0, w) for w in writer.close()]
-    written = commit.commit(files, manifest)
+    account = job.account
+    account.check(final=True)
+    narrow = len(job.stages) == 1 and not job.stage.gathers
+    manifest = {
+        **manifest,
+        "rows_read": account.read,
+        "rows_bad": account.bad,
+        "inputs": account.per_file(with_written=narrow),
+    }
+    extra = [(url, f"{QUARANTINE}/{_quarantine_name(url)}") for url in account.quarantine_files]
+    written = commit.commit(files, manifest, extra)
+    if extra:
+        job.summary.quarantine = f"{commit.out}/{QUARANTINE}"
     job.summary.output = commit.out
     job.summary.files = [w.path for w in written]
     job.summary.files_written = len(written)
     job.summary.bytes_written = sum(w.bytes for w in written)
+
+
+def _quarantine_name(url: str) -> str:
+    """``.../quarantine/stage-001/part-00003.parquet`` -> ``stage-001-part-00003.parquet``."""
+    stage, name = url.rstrip("/").split("/")[-2:]
+    return f"{stage}-{name}"
+
+
+def _keep_quarantine(job: Job) -> None:
+    """Results that are not files keep their quarantine beside the run directory."""
+    job.account.check(final=True)
+    if not job.account.quarantine_files:
+        return
+    root = job.options.run_dir or tempfile.gettempdir()
+    target = posixpath.join(root, f"quarantine-{job.key}")
+    fs = job.state.fs
+    fs.makedirs(target, exist_ok=True)
+    for url in job.account.quarantine_files:
+        fs.mv(url, posixpath.join(target, _quarantine_name(url)))
+    job.summary.quarantine = target
+    print(
+        f"terabatch: {job.account.bad:,} bad rows quarantined in {target}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
@@ -478,4 +532,5 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
     except BaseException:
         job.finish(succeeded=False)
         raise
+    _keep_quarantine(job)
     job.finish(succeeded=True)

@@ -9,7 +9,10 @@ from terabatch.run.memory import format_size
 
 @dataclass
 class JobSummary:
-    """What a job did. ``rows_read == rows_written + rows_filtered`` always holds."""
+    """What a job did. ``rows_read == rows_written + rows_filtered + rows_bad`` always holds.
+
+    Bad rows are the rows quarantined (then ``quarantine`` says where) or skipped.
+    """
 
     rows_read: int = 0
     rows_written: int = 0
@@ -23,11 +26,13 @@ class JobSummary:
     peak_memory: int = 0
     workers: int = 0
     output: str | None = None
+    rows_bad: int = 0
+    quarantine: str | None = None
     files: list[str] = field(default_factory=list)
 
     @property
     def rows_filtered(self) -> int:
-        return self.rows_read - self.rows_written
+        return self.rows_read - self.rows_written - self.rows_bad
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -40,7 +45,7 @@ class JobSummary:
         resumed = f" ({self.resumed_tasks} done before, resumed)" if self.resumed_tasks else ""
         lines = [
             f"rows read {self.rows_read:,} = written {self.rows_written:,} + filtered "
-            f"{self.rows_filtered:,}",
+            f"{self.rows_filtered:,}" + (f" + bad {self.rows_bad:,}" if self.rows_bad else ""),
             f"read {format_size(self.bytes_read)} in {self.tasks} tasks{resumed} on "
             f"{self.workers} workers, "
             f"{self.seconds:.1f} s ({format_size(rate)}/s), "
@@ -51,4 +56,7 @@ class JobSummary:
                 f"wrote {self.files_written} files, {format_size(self.bytes_written)} "
                 f"to {self.output}"
             )
+        if self.rows_bad:
+            where = f"quarantined in {self.quarantine}" if self.quarantine else "skipped"
+            lines.append(f"{self.rows_bad:,} bad rows {where}")
         return "\n".join(lines)
