@@ -11,11 +11,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import visible_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import terabatch as tb
-from helpers import visible_files
 from terabatch.errors import BadRowError
 from terabatch.exec.inline import InlineExecutor
 
