@@ -48,16 +48,18 @@ def read_csv(
 
     ``.gz``, ``.zst`` and ``.bz2`` files are decompressed. Types come from ``schema`` (all or
     some columns) or are inferred from the first megabyte of the first file (and the first
-    64 KiB of the others). Large uncompressed files are split so that every worker reads a
+    16 KiB of the others). Large uncompressed files are split so that every worker reads a
     part; ``newlines_in_values=True`` makes splitting respect quoted fields that hold line
     breaks (detected from the sample when left as None). A file holding only its header is a
     file of zero rows.
+
     ``schema_mode="strict"`` (default) makes files that disagree on their columns (one added,
     removed or retyped) an error naming the file and the column; ``"union"`` combines them as
     ``pl.concat(how="diagonal_relaxed")`` would. ``on_bad_files="skip"`` leaves out the files
     found bad here (empty, unreadable, corrupt, drifting under strict) with a warning each,
     recording ``(path, reason)`` in the source's ``skipped_files``. Problems found while the
     data is read (a stream truncated further on, a file changed during the run) always fail.
+
     >>> import tempfile, pathlib, terabatch as tb
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
     >>> _ = path.write_text("user,bytes\\na,10\\n")
@@ -93,14 +95,16 @@ def read_json(
     """Read JSON Lines files (one JSON object per line), optionally compressed.
 
     Types come from ``schema`` or are inferred from the first megabyte of the first file (and
-    the first 64 KiB of the others). A given schema is the dataset's: fields a file lacks
+    the first 16 KiB of the others). A given schema is the dataset's: fields a file lacks
     read as null, fields it does not name are ignored, and files are not compared.
+
     ``schema_mode="strict"`` (default) makes files that disagree on their columns (one added,
     removed or retyped) an error naming the file and the column; ``"union"`` combines them as
     ``pl.concat(how="diagonal_relaxed")`` would. ``on_bad_files="skip"`` leaves out the files
     found bad here (empty, unreadable, corrupt, drifting under strict) with a warning each,
     recording ``(path, reason)`` in the source's ``skipped_files``. Problems found while the
     data is read (a stream truncated further on, a file changed during the run) always fail.
+
     >>> import tempfile, pathlib, terabatch as tb
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.jsonl"
     >>> _ = path.write_text('{"user": "a", "bytes": 10}\\n')
@@ -127,12 +131,14 @@ def read_parquet(
 
     Every footer is read when called: a file that is not Parquet or whose footer is corrupt
     is found then. Under strict, column types must be equal in every file.
+
     ``schema_mode="strict"`` (default) makes files that disagree on their columns (one added,
     removed or retyped) an error naming the file and the column; ``"union"`` combines them as
     ``pl.concat(how="diagonal_relaxed")`` would. ``on_bad_files="skip"`` leaves out the files
     found bad here (empty, unreadable, corrupt, drifting under strict) with a warning each,
     recording ``(path, reason)`` in the source's ``skipped_files``. Problems found while the
     data is read (a stream truncated further on, a file changed during the run) always fail.
+
     >>> import tempfile, pathlib, polars as pl, terabatch as tb
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.parquet"
     >>> pl.DataFrame({"x": [1, 2, 3]}).write_parquet(path)

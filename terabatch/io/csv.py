@@ -41,16 +41,20 @@ class CsvProbe:
     names: list[str]
     data_start: int  # after the byte order mark and the header
     types: pl.Schema  # inferred from the first records; Null where they hold no value
-    multiline: bool  # quoted fields in the first records span lines
+    multiline: bool | None  # quoted fields in the first records span lines (when asked)
 
 
 def probe(
-    file: FileInfo, storage_options: dict, options: CsvOptions, sample_bytes: int
+    file: FileInfo, storage_options: dict, options: CsvOptions, sample_bytes: int, multiline: bool
 ) -> CsvProbe:
-    """Read and check a file's header; infer types from about ``sample_bytes`` of records."""
+    """Read and check a file's header; infer types from about ``sample_bytes`` of records.
+
+    ``multiline``: also say whether quoted fields in the sample span lines.
+    """
     names, data_start, sample = _start_of(file, storage_options, options, sample_bytes)
     types = infer_schema(sample, names, options)
-    return CsvProbe(names, data_start, types, has_multiline_fields(sample, options))
+    spans = has_multiline_fields(sample, options) if multiline else None
+    return CsvProbe(names, data_start, types, spans)
 
 
 def sample_fits(

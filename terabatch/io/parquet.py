@@ -88,7 +88,7 @@ def dataset_schema(
 ) -> tuple[pl.Schema, dict[str, pl.DataType]]:
     """Check every file against the first; return the common schema and the hive key types."""
     paths = [f.path for f in files]
-    settled = settle(paths, [file_schema(m) for m in metas], "strict", ordered=False, exact=True)
+    settled = settle(paths, [file_schema(m) for m in metas], "strict", ordered=False)
     for i, reason in settled.drifted:
         raise SchemaError(f"{paths[i]}: {reason}; {DRIFT_HINT}")
     return settled.schema, hive_types(files, settled.schema)

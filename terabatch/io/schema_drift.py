@@ -154,9 +154,11 @@ def _difference(
 def _agrees(
     fits: Fits | None, index: int, name: str, reference: pl.DataType, dtype: pl.DataType
 ) -> bool:
-    if dtype == reference or pl.Null in (dtype, reference):
+    if dtype == reference:
         return True
-    return fits is not None and fits(index, name, reference)
+    if fits is None:  # declared types (Parquet) must be equal
+        return False
+    return pl.Null in (dtype, reference) or fits(index, name, reference)
 
 
 def _union(paths: Sequence[str], schemas: Sequence[pl.Schema]) -> Settled:

@@ -31,7 +31,7 @@ from terabatch.io.schema_drift import (
 from terabatch.io.stats_pruning import predicate_tree
 
 SAMPLE_BYTES = 1 << 20
-DRIFT_SAMPLE_BYTES = 64 << 10
+DRIFT_SAMPLE_BYTES = 16 << 10
 
 T = TypeVar("T")
 S = TypeVar("S", text.TextSplit, parquet_format.ParquetSplit)
@@ -203,8 +203,9 @@ def open_csv(
 ) -> CsvSource:
     """Read and check every header, settle the schema and the quoting mode.
 
-    The first file's types come from its first ``SAMPLE_BYTES``, the others' from their first
-    ``DRIFT_SAMPLE_BYTES``: enough to see a column retyped, cheap for thousands of files.
+    The first file's types and quoting come from its first ``SAMPLE_BYTES``, the others' types
+    from their first ``DRIFT_SAMPLE_BYTES``: enough to see a column retyped, and cheap enough
+    for thousands of files.
     """
     given = dict(schema or {})
     bad = BadFiles(on_bad_files)
@@ -213,7 +214,10 @@ def open_csv(
         return SAMPLE_BYTES if file is files[0] else DRIFT_SAMPLE_BYTES
 
     probes = bad.probe_each(
-        files, lambda f: csv_format.probe(f, storage_options, options, sample_bytes(f))
+        files,
+        lambda f: csv_format.probe(
+            f, storage_options, options, sample_bytes(f), detect_multiline and f is files[0]
+        ),
     )
     if detect_multiline:
         multiline = any(p.multiline for _, p in probes)
