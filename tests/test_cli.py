@@ -19,6 +19,7 @@ from polars.testing import assert_frame_equal
 from terabatch import cli as cli_module
 from terabatch.cli import cli
 from terabatch.errors import UserFunctionError
+from terabatch.io import sources
 
 ROWS = 3_000
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
@@ -303,9 +304,12 @@ def test_empty_input_file_is_named(tmp_path: Path, csv_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_truncated_gzip_input_fails_the_run(tmp_path: Path) -> None:
-    # More than the megabyte read when planning decompresses fine: the task finds the cut.
-    data = b"id,x\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(300_000))
+def test_truncated_gzip_input_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 64 KiB sampled when planning decompress fine: the task reading finds the cut.
+    monkeypatch.setattr(sources, "SAMPLE_BYTES", 64 << 10)
+    data = b"id,x\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(40_000))
     packed = gzip.compress(data, compresslevel=1)
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(packed[: len(packed) // 2])

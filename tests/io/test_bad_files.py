@@ -28,6 +28,7 @@ import terabatch as tb
 import terabatch.run.job as job_module
 from terabatch.errors import InputChangedError, InputReadError, SchemaError, TerabatchError
 from terabatch.exec.inline import InlineExecutor
+from terabatch.io import sources
 
 RUN = {"workers": 1, "progress": False}
 
@@ -150,7 +151,7 @@ def test_header_only_csv_must_agree_with_the_others(tmp_path: Path) -> None:
 
 # Truncated compressed streams ------------------------------------------------------------------
 
-LINES = 400_000
+LINES = 60_000
 
 
 def _compress(codec: str, data: bytes) -> bytes:
@@ -169,15 +170,22 @@ def _readable_lines(codec: str, cut: bytes) -> int:
 @pytest.mark.parametrize("on_bad_files", ["fail", "skip"])
 @pytest.mark.parametrize(("codec", "suffix"), [("gzip", "gz"), ("zstd", "zst")])
 def test_truncated_stream_fails_the_run_naming_file_and_line(
-    tmp_path: Path, tiny_splits, worker_processes: None, codec: str, suffix: str, on_bad_files: str
+    tmp_path: Path,
+    tiny_splits,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_processes: None,
+    codec: str,
+    suffix: str,
+    on_bad_files: str,
 ) -> None:
     data = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i * 7) for i in range(LINES))
     whole = _compress(codec, data)
     cut = whole[: len(whole) // 2]
     path = tmp_path / f"t.csv.{suffix}"
     path.write_bytes(cut)
-    tiny_splits(1 << 20, 64 << 10)  # 64 KiB chunks: the line reached is close to the break
-    # The first megabyte decompresses fine, so planning accepts the file; the task finds the cut.
+    tiny_splits(1 << 20, 16 << 10)  # 16 KiB chunks: the line reached is close to the break
+    # Planning samples the first 64 KiB, which decompress fine; the task reading finds the cut.
+    monkeypatch.setattr(sources, "SAMPLE_BYTES", 64 << 10)
     error = write_fails(lambda: tb.read_csv(path, on_bad_files=on_bad_files), tmp_path / "out")
     assert isinstance(error, InputReadError)
     message = str(error)
@@ -189,7 +197,7 @@ def test_truncated_stream_fails_the_run_naming_file_and_line(
     assert found, message
     line = int(found.group(1).replace(",", ""))
     readable = _readable_lines(codec, cut)
-    assert readable - 20_000 < line <= readable, (line, readable)
+    assert readable - 5_000 < line <= readable, (line, readable)
 
 
 @pytest.mark.parametrize("on_bad_files", ["fail", "skip"])
