@@ -22,6 +22,8 @@ from terabatch.dataset import Dataset
 from terabatch.demo import plain_console, render_result, run_demo
 from terabatch.errors import TerabatchError
 from terabatch.inspect_path import FORMATS, default_separator, detect_format, inspect_path
+from terabatch.io.bad_files import ON_BAD_FILES
+from terabatch.io.schema_drift import SCHEMA_MODES
 from terabatch.io.sinks import CODECS
 from terabatch.readers import read_csv, read_json, read_parquet
 from terabatch.run.memory import format_size
@@ -118,20 +120,22 @@ def _parse_columns(text: str) -> list[str]:
     return names
 
 
-def _open(
-    sources: Sequence[str], fmt: str, separator: str | None, on_bad_rows: str = "fail"
-) -> Dataset:
+def _open(sources: Sequence[str], fmt: str, separator: str | None, **checks: str) -> Dataset:
     if fmt == "csv":
         sep = separator or default_separator(sources[0])
         # "\t" typed in a shell arrives as backslash-t; nobody means a two-character separator.
-        return read_csv(
-            list(sources), separator="\t" if sep == "\\t" else sep, on_bad_rows=on_bad_rows
-        )
+        return read_csv(list(sources), separator="\t" if sep == "\\t" else sep, **checks)
     if separator is not None:
         raise click.BadParameter("applies to CSV input only", param_hint="--separator")
     if fmt == "json":
-        return read_json(list(sources), on_bad_rows=on_bad_rows)
-    return read_parquet(list(sources))
+        return read_json(list(sources), **checks)
+    bad_rows = checks.pop("on_bad_rows", "fail")
+    if bad_rows != "fail":
+        raise click.BadParameter(
+            "Parquet rows are typed and cannot be bad; use it with CSV or JSON input",
+            param_hint="--on-bad-rows",
+        )
+    return read_parquet(list(sources), **checks)
 
 
 def _bad_row_limit(text: str | None) -> int | float | None:
@@ -230,6 +234,22 @@ def _write(dataset: Dataset, dest: str, to: str, options: dict[str, Any]) -> Job
     metavar="N|SHARE",
     help="Stop when more rows than this are bad: a count (1000) or a share (0.01 or 1%).",
 )
+@click.option(
+    "--schema-mode",
+    type=click.Choice(SCHEMA_MODES),
+    default="strict",
+    show_default=True,
+    help="Files whose columns differ: an error (strict), or combined with nulls and widened "
+    "types (union).",
+)
+@click.option(
+    "--on-bad-files",
+    type=click.Choice(ON_BAD_FILES),
+    default="fail",
+    show_default=True,
+    help="Empty, unreadable or corrupt input files (and, under strict, files whose columns "
+    "differ): an error (fail), or left out with a warning (skip).",
+)
 def convert(
     sources: tuple[str, ...],
     dest: str,
@@ -252,13 +272,22 @@ def convert(
     spill_limit: str | None,
     on_bad_rows: str,
     max_bad_rows: str | None,
+    schema_mode: str,
+    on_bad_files: str,
 ) -> None:
     """Convert SOURCE... (files, directories or quoted globs) into the directory DEST.
 
     Prints "DEST<tab>ROWS" on stdout when done; the run's summary goes to stderr.
     """
     fmt = from_ or detect_format(sources[0])
-    dataset = _open(sources, fmt, separator, on_bad_rows)
+    dataset = _open(
+        sources,
+        fmt,
+        separator,
+        schema_mode=schema_mode,
+        on_bad_files=on_bad_files,
+        on_bad_rows=on_bad_rows,
+    )
     if filters:
         dataset = dataset.filter(*_parse_filters(filters))
     if columns is not None:

@@ -22,6 +22,10 @@ class InputReadError(TerabatchError):
     """A file that cannot be read: permission denied, corrupt, not of its declared format."""
 
 
+class InputChangedError(InputReadError):
+    """A file that disappeared or changed (size or modification time) after the job was planned."""
+
+
 class SchemaError(TerabatchError):
     """Files that disagree on their schema, or an expression naming a column that does not exist."""
 

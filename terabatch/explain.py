@@ -35,6 +35,8 @@ def describe_node(node: Node) -> str:
         source = node.source
         size = sum(f.size for f in source.files)
         text = f"scan {source.format}: {len(source.files)} file(s), {format_size(size)}"
+        if source.skipped_files:
+            text += f" ({len(source.skipped_files)} bad file(s) skipped)"
         columns = "*" if node.columns is None else ", ".join(node.columns)
         text += f"; columns [{columns}]"
         if node.predicate is not None and source.format == "parquet":

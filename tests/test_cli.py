@@ -19,6 +19,7 @@ from polars.testing import assert_frame_equal
 from terabatch import cli as cli_module
 from terabatch.cli import cli
 from terabatch.errors import UserFunctionError
+from terabatch.io import sources
 
 ROWS = 3_000
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
@@ -286,6 +287,70 @@ def test_console_script_reports_errors_on_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr == f"terabatch: error: path not found: '{tmp_path / 'missing.csv'}'\n"
+
+
+# bad input files ------------------------------------------------------------------------------
+
+
+def test_empty_input_file_is_named(tmp_path: Path, csv_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    result = run("convert", csv_path, empty, tmp_path / "out", "--to", "parquet")
+    assert error_line(result) == (
+        f"terabatch: error: {empty}: file is empty (0 bytes); remove or fix it, or pass "
+        "on_bad_files='skip' (CLI: --on-bad-files skip) to leave it out"
+    )
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_gzip_input_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 64 KiB sampled when planning decompress fine: the task reading finds the cut.
+    monkeypatch.setattr(sources, "SAMPLE_BYTES", 64 << 10)
+    data = b"id,x\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(40_000))
+    packed = gzip.compress(data, compresslevel=1)
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    out = tmp_path / "out"
+    result = run("convert", path, out, "--to", "parquet", "--workers", "1", "--quiet")
+    line = error_line(result)
+    assert line.startswith(f"terabatch: error: {path}: corrupt or truncated gzip stream"), line
+    assert "Traceback" not in result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_schema_drift_is_an_error_unless_union(tmp_path: Path, logs: pl.DataFrame) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a, b = folder / "a.csv", folder / "b.csv"
+    logs.head(1000).write_csv(a)
+    logs.tail(2000).drop("ratio").with_columns(late=pl.col("id") % 3 == 0).write_csv(b)
+    out = tmp_path / "out"
+    line = error_line(run("convert", folder, out, "--to", "parquet"))
+    assert line.startswith(f"terabatch: error: {b}: column 'ratio' is missing (present in {a})")
+    assert "--schema-mode union" in line
+    assert not out.exists()
+    converted(folder, out, "--to", "parquet", "--schema-mode", "union")
+    expected = pl.concat([pl.read_csv(a), pl.read_csv(b)], how="diagonal_relaxed")
+    assert_same_rows(expected, read_output(out))
+
+
+def test_skipped_files_are_warned_about_on_stderr(tmp_path: Path, csv_path: Path) -> None:
+    # A real process: pytest's log capture would otherwise take the warning from stderr.
+    script = shutil.which("terabatch", path=str(Path(sys.executable).parent))
+    assert script is not None, "the terabatch console script is not installed"
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    args = [csv_path, empty, out, "--to", "parquet", "--on-bad-files", "skip", "--quiet"]
+    done = subprocess.run(
+        [script, "convert", *map(str, args), "--workers", "1"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"terabatch: warning: skipping {empty}: file is empty (0 bytes)\n"
+    assert_same_rows(pl.read_csv(csv_path), read_output(out))
 
 
 # inspect -------------------------------------------------------------------------------------

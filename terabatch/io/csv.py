@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from terabatch.errors import BadRowError, InputReadError, SchemaError
+from terabatch.errors import BadRowError, InputReadError
 from terabatch.io.bad_rows import current
 from terabatch.io.files import FileInfo
 from terabatch.io.parse_strings import parse_series, unparsable
@@ -43,14 +43,77 @@ class CsvOptions:
     newlines_in_values: bool = False
 
 
-def read_header(
-    file: FileInfo, storage_options: dict, options: CsvOptions
-) -> tuple[list[str], int]:
-    """Return the column names and the byte offset where the data starts (after BOM and header)."""
-    prefix = read_prefix(file, storage_options, HEADER_PROBE_BYTES)
-    if not prefix:
-        raise InputReadError(f"{file.path}: file is empty (no header line)")
+@dataclass(frozen=True)
+class CsvProbe:
+    """What planning learns from the start of a file."""
+
+    names: list[str]
+    data_start: int  # after the byte order mark and the header
+    types: pl.Schema  # inferred from the first records; Null where they hold no value
+    multiline: bool | None  # quoted fields in the first records span lines (when asked)
+
+
+def probe(
+    file: FileInfo, storage_options: dict, options: CsvOptions, sample_bytes: int, multiline: bool
+) -> CsvProbe:
+    """Read and check a file's header; infer types from about ``sample_bytes`` of records.
+
+    ``multiline``: also say whether quoted fields in the sample span lines.
+    """
+    names, data_start, sample = _start_of(file, storage_options, options, sample_bytes)
+    types = infer_schema(sample, names, options)
+    spans = has_multiline_fields(sample, options) if multiline else None
+    return CsvProbe(names, data_start, types, spans)
+
+
+def sample_fits(
+    file: FileInfo,
+    storage_options: dict,
+    options: CsvOptions,
+    sample_bytes: int,
+    column: str,
+    dtype: pl.DataType,
+) -> bool:
+    """Whether any of a column's values in a file's first records parses as ``dtype``."""
+    names, _, sample = _start_of(file, storage_options, options, sample_bytes)
+    try:
+        frame = pl.read_csv(
+            sample,
+            has_header=False,
+            separator=options.separator,
+            quote_char=options.quote_char,
+            infer_schema=False,
+            truncate_ragged_lines=True,
+        )
+    except pl.exceptions.PolarsError:
+        return True  # no verdict: the task reading the file names the bad rows
+    index = names.index(column)
+    if index >= frame.width:
+        return True
+    values = frame.to_series(index)
+    present = values.is_not_null() & (values != "")
+    return not present.any() or bool(parse_series(values, dtype).is_not_null().any())
+
+
+def _start_of(
+    file: FileInfo, storage_options: dict, options: CsvOptions, sample_bytes: int
+) -> tuple[list[str], int, bytes]:
+    prefix = read_prefix(file, storage_options, sample_bytes)
+    if b"\n" not in prefix and len(prefix) >= sample_bytes < HEADER_PROBE_BYTES:
+        prefix = read_prefix(file, storage_options, HEADER_PROBE_BYTES)  # a very wide header
+    names, data_start = _header(file, prefix, options)
+    sample = prefix[data_start:]
+    if len(prefix) >= sample_bytes:
+        cut = last_record_end(sample, quoted=True)
+        sample = sample[:cut] if cut > 0 else sample
+    return names, data_start, sample
+
+
+def _header(file: FileInfo, prefix: bytes, options: CsvOptions) -> tuple[list[str], int]:
     data, bom = strip_bom(prefix)
+    if not data.strip():
+        once = ", once decompressed" if file.compression else ""
+        raise InputReadError(f"{file.path}: file is empty (no header line{once})")
     end = last_record_end(data[: data.find(b"\n") + 1] if b"\n" in data else data, quoted=True)
     header = data if end < 0 else data[:end]
     try:
@@ -59,7 +122,16 @@ def read_header(
         raise InputReadError(f"{file.path}: line 1: header is not valid UTF-8 text") from None
     if "\x00" in text:
         raise InputReadError(f"{file.path}: does not look like a CSV file (binary content)")
-    rows = list(csv.reader(io.StringIO(text), delimiter=options.separator))
+    try:
+        rows = list(
+            csv.reader(
+                io.StringIO(text, newline=""),
+                delimiter=options.separator,
+                quotechar=options.quote_char,
+            )
+        )
+    except csv.Error as exc:
+        raise InputReadError(f"{file.path}: line 1: header is not valid CSV ({exc})") from None
     names = rows[0] if rows else []
     if not names or any(not n.strip() for n in names):
         raise InputReadError(
@@ -71,37 +143,36 @@ def read_header(
     return names, bom + len(header)
 
 
-def sample_records(file: FileInfo, storage_options: dict, data_start: int, nbytes: int) -> bytes:
-    """The first whole records of a file's data, about ``nbytes`` of them."""
-    prefix = read_prefix(file, storage_options, data_start + nbytes)[data_start:]
-    if len(prefix) < nbytes:
-        return prefix
-    cut = last_record_end(prefix, quoted=True)
-    return prefix[:cut] if cut > 0 else prefix
-
-
 def infer_schema(sample: bytes, names: list[str], options: CsvOptions) -> pl.Schema:
-    """Infer column types from sample records; a column with no value in the sample is a string."""
+    """Infer column types from sample records; a column with no value in the sample is Null.
+
+    Rows that make the sample unparsable are the reading task's to report, with their line:
+    inference then gives no verdict (Null) rather than an error.
+    """
+    unknown = pl.Schema(dict.fromkeys(names, pl.Null))
     if not sample.strip():
-        return pl.Schema({n: pl.String for n in names})
+        return unknown
     # No new_columns: Polars refuses them when a ragged row widens the sample; that row is
     # reported with its line by the task that reads it, so inference only looks at the columns.
-    # Invalid UTF-8 in the sample is a bad row that a task reports with its line; read the
-    # sample lossily so that it does not stop inference for the other rows.
-    frame = pl.read_csv(
-        sample,
-        has_header=False,
-        separator=options.separator,
-        quote_char=options.quote_char,
-        infer_schema_length=None,
-        truncate_ragged_lines=True,
-        encoding="utf8-lossy",
-    )
-    dtypes = frame.dtypes[: len(names)]
-    dtypes += [pl.String] * (len(names) - len(dtypes))
-    return pl.Schema(
-        {n: (pl.String if dt == pl.Null else dt) for n, dt in zip(names, dtypes, strict=True)}
-    )
+    try:
+        frame = pl.read_csv(
+            sample,
+            has_header=False,
+            separator=options.separator,
+            quote_char=options.quote_char,
+            infer_schema_length=None,
+            truncate_ragged_lines=True,
+            encoding="utf8-lossy",
+        )
+    except pl.exceptions.PolarsError:
+        return unknown
+    # Polars calls a column of empty fields String; here it is a column of unknown type.
+    dtypes = [
+        pl.Null if column.null_count() == frame.height else column.dtype
+        for column in frame.iter_columns()
+    ][: len(names)]
+    dtypes += [pl.Null] * (len(names) - len(dtypes))
+    return pl.Schema(dict(zip(names, dtypes, strict=True)))
 
 
 def has_multiline_fields(sample: bytes, options: CsvOptions) -> bool:
@@ -210,19 +281,17 @@ def _slow_parse(
     names = list(schema.names())
     text = bytes(chunk.data).decode("utf-8", errors="surrogateescape")
     lines = text.split("\n")
-    reader = csv.reader(
-        (line + "\n" for line in lines), delimiter=options.separator, quotechar=options.quote_char
-    )
     rows: list[list[str]] = []
     row_lines: list[int] = []
-    start_line = 0
-    for row in reader:
-        first = start_line
-        start_line = reader.line_num
+    for first, end, row, error in _records(lines, options):
+        raw = "\n".join(lines[first:end])
+        if error is not None:
+            reason = str(error).split(" - ")[0]  # not the csv module's advice on opening files
+            bad(first, raw, f"malformed CSV: {reason}")
+            continue
         if not row and len(names) > 1:
             continue
         row = row or [""]
-        raw = "\n".join(lines[first : reader.line_num])
         if len(row) != len(names):
             hint = (
                 ""
@@ -262,25 +331,39 @@ def _slow_parse(
     return pl.DataFrame(typed_columns).filter(~rejected)
 
 
+def _records(
+    lines: list[str], options: CsvOptions
+) -> Iterator[tuple[int, int, list[str], csv.Error | None]]:
+    """(first line, end line, fields, error) per record; parsing goes on after a bad record.
+
+    The csv module stops for good at a record it refuses (a bare carriage return in an
+    unquoted field): a fresh reader takes over at the next line.
+    """
+    consumed = 0
+
+    def feed() -> Iterator[str]:
+        nonlocal consumed
+        while consumed < len(lines):
+            consumed += 1
+            yield lines[consumed - 1] + "\n"
+
+    source = feed()
+    while consumed < len(lines):
+        reader = csv.reader(source, delimiter=options.separator, quotechar=options.quote_char)
+        while True:
+            first = consumed
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield first, consumed, [], exc
+                break
+            yield first, consumed, row, None
+
+
 def _offset_of_line(data: bytes, line: int) -> int:
     offset = 0
     for _ in range(line):
         offset = data.index(b"\n", offset) + 1
     return offset
-
-
-def check_same_columns(
-    first: FileInfo, names: list[str], other: FileInfo, other_names: list[str]
-) -> None:
-    """Raise ``SchemaError`` naming the file and column where two headers disagree."""
-    if names == other_names:
-        return
-    missing = [n for n in names if n not in other_names]
-    extra = [n for n in other_names if n not in names]
-    if missing:
-        what = f"lacks column {missing[0]!r}"
-    elif extra:
-        what = f"has an extra column {extra[0]!r}"
-    else:
-        what = f"orders its columns differently ({', '.join(other_names)})"
-    raise SchemaError(f"{other.path}: schema differs from {first.path}: {what}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from terabatch.errors import InputNotFoundError, InputReadError
+from terabatch.errors import InputChangedError, InputNotFoundError, InputReadError
 
 COMPRESSION_BY_SUFFIX = {
     ".gz": "gzip",
@@ -71,17 +72,28 @@ def _matches_format(path: str, fmt: str) -> bool:
     return name.endswith(FORMAT_SUFFIXES[fmt])
 
 
+def _size_and_mtime(detail: dict) -> tuple[int, float]:
+    mtime = detail.get("mtime") or detail.get("LastModified") or detail.get("created") or 0
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    return int(detail.get("size") or 0), float(mtime)
+
+
 def _info(
     fs: fsspec.AbstractFileSystem, path: str, detail: dict | None = None, base: str | None = None
 ) -> FileInfo:
     detail = detail or fs.info(path)
-    mtime = detail.get("mtime") or detail.get("LastModified") or detail.get("created") or 0
-    if hasattr(mtime, "timestamp"):
-        mtime = mtime.timestamp()
+    size, mtime = _size_and_mtime(detail)
+    if isinstance(fs, LocalFileSystem):
+        # The target's stat, as open_input sees it: a listing describes a symbolic link itself.
+        try:
+            st = os.stat(path)
+            size, mtime = st.st_size, st.st_mtime
+        except OSError:
+            pass  # a dangling link: opening it reports the problem
     full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
     relative = path[len(base) :].lstrip("/") if base is not None else path.rsplit("/", 1)[-1]
-    size = int(detail.get("size") or 0)
-    return FileInfo(full, size, float(mtime), compression_of(path), relative)
+    return FileInfo(full, size, mtime, compression_of(path), relative)
 
 
 def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
@@ -146,13 +158,42 @@ def discover(
     return tuple(seen.values())
 
 
-def open_binary(path: str, storage_options: dict):
-    """Open a file for binary reading through fsspec, turning OS errors into one-line errors."""
+def is_local(path: str) -> bool:
+    """Whether a path names a file on this machine's filesystem."""
+    return "://" not in path or path.startswith("file://")
+
+
+def open_input(file: FileInfo, storage_options: dict) -> BinaryIO:
+    """Open an input file for binary reading, checking it is still the file that was planned.
+
+    A file that disappeared, or whose size or modification time differs from what ``discover``
+    recorded, raises ``InputChangedError``: reading it would mix two versions of the data.
+    """
     try:
-        return fsspec.open(path, "rb", **storage_options).open()
+        if is_local(file.path):
+            handle: BinaryIO = open(file.path.removeprefix("file://"), "rb")  # noqa: SIM115
+            st = os.fstat(handle.fileno())
+            now = (st.st_size, st.st_mtime)
+        else:
+            opener = fsspec.open(file.path, "rb", **storage_options)
+            handle = opener.open()
+            detail = getattr(handle, "details", None) or opener.fs.info(opener.path)
+            now = _size_and_mtime(detail)
     except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: file disappeared during the run") from None
+        raise InputChangedError(
+            f"{file.path}: file disappeared during the run (it was listed when the job was "
+            "planned); rerun"
+        ) from None
     except PermissionError:
-        raise InputReadError(f"{path}: permission denied") from None
+        raise InputReadError(f"{file.path}: permission denied") from None
     except IsADirectoryError:
-        raise InputReadError(f"{path}: is a directory, not a file") from None
+        raise InputReadError(f"{file.path}: is a directory, not a file") from None
+    if now != (file.size, file.mtime):
+        handle.close()
+        what = (
+            f"size {file.size:,} -> {now[0]:,} bytes"
+            if now[0] != file.size
+            else "modification time changed"
+        )
+        raise InputChangedError(f"{file.path}: file changed during the run ({what}); rerun")
+    return handle

@@ -64,6 +64,24 @@ def infer_schema(
         raise InputReadError(f"{file.path}: does not look like JSON Lines") from None
 
 
+def sample_fits(
+    file: FileInfo, storage_options: dict, start: int, nbytes: int, column: str, dtype: pl.DataType
+) -> bool:
+    """Whether any of a field's values in a file's first records is a valid ``dtype``."""
+    present = False
+    for raw_line in read_prefix(file, storage_options, start + nbytes)[start:].split(b"\n"):
+        try:
+            record = json.loads(raw_line)
+        except ValueError:
+            continue  # a bad or cut line: the task reading the file names it
+        if not isinstance(record, dict) or record.get(column) is None:
+            continue
+        present = True
+        if not _type_problem(record[column], dtype):
+            return True
+    return not present
+
+
 def _raise_at(file: FileInfo, data: bytes, offset: int, reason: str, raw: str) -> None:
     line = data.count(b"\n", 0, offset) + 1
     raise BadRowError(f"{file.path}: line {line}: {reason}: {_shorten(raw)!r}")

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from terabatch.errors import InputReadError, SchemaError
-from terabatch.io.files import FileInfo, open_binary
+from terabatch.io.files import FileInfo, open_input
+from terabatch.io.schema_drift import DRIFT_HINT, Layout, settle
 from terabatch.io.stats_pruning import ColumnStats, may_match
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -24,13 +25,17 @@ HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 @dataclass(frozen=True)
 class ParquetSplit:
-    """Row groups ``row_groups`` of ``file``; ``hive`` holds the values of its directory keys."""
+    """Row groups ``row_groups`` of ``file``; ``hive`` holds the values of its directory keys.
+
+    ``layout`` holds the file's own columns when they differ from the dataset's (schema union).
+    """
 
     file: FileInfo
     row_groups: tuple[int, ...]
     nbytes: int
     rows: int
     hive: tuple[tuple[str, str | None], ...] = ()
+    layout: Layout | None = None
 
     def describe(self) -> str:
         groups = self.row_groups
@@ -65,7 +70,7 @@ def _hive_dtype(values: list[str | None]) -> pl.DataType:
 def read_metadata(file: FileInfo, storage_options: dict) -> pq.FileMetaData:
     """The footer of a Parquet file, with a one-line error if it is not one."""
     try:
-        with open_binary(file.path, storage_options) as f:
+        with open_input(file, storage_options) as f:
             return pq.ParquetFile(f).metadata
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         if isinstance(exc, InputReadError):
@@ -82,31 +87,20 @@ def dataset_schema(
     files: tuple[FileInfo, ...], metas: list[pq.FileMetaData]
 ) -> tuple[pl.Schema, dict[str, pl.DataType]]:
     """Check every file against the first; return the common schema and the hive key types."""
-    first = file_schema(metas[0])
-    for file, meta in zip(files[1:], metas[1:], strict=True):
-        other = file_schema(meta)
-        for name, dtype in first.items():
-            if name not in other:
-                raise SchemaError(
-                    f"{file.path}: schema differs from {files[0].path}: lacks column {name!r}"
-                )
-            if other[name] != dtype:
-                raise SchemaError(
-                    f"{file.path}: schema differs from {files[0].path}: column {name!r} is "
-                    f"{other[name]}, not {dtype}"
-                )
-        extra = [n for n in other if n not in first]
-        if extra:
-            raise SchemaError(
-                f"{file.path}: schema differs from {files[0].path}: "
-                f"has an extra column {extra[0]!r}"
-            )
+    paths = [f.path for f in files]
+    settled = settle(paths, [file_schema(m) for m in metas], "strict", ordered=False)
+    for i, reason in settled.drifted:
+        raise SchemaError(f"{paths[i]}: {reason}; {DRIFT_HINT}")
+    return settled.schema, hive_types(files, settled.schema)
+
+
+def hive_types(files: tuple[FileInfo, ...], columns: pl.Schema) -> dict[str, pl.DataType]:
+    """The type of each ``key=value`` directory key that is not a column of the files."""
     keys: dict[str, list[str | None]] = {}
     for file in files:
         for key, value in hive_values(file.relative):
             keys.setdefault(key, []).append(value)
-    hive = {k: _hive_dtype(v) for k, v in keys.items() if k not in first}
-    return first, hive
+    return {k: _hive_dtype(v) for k, v in keys.items() if k not in columns}
 
 
 def _stats(meta: pq.FileMetaData, group: int, hive: dict[str, object]) -> dict[str, ColumnStats]:
@@ -164,7 +158,7 @@ def read_split(
     )
     file_columns = [n for n in wanted if n not in hive_names]
     try:
-        with open_binary(split.file.path, storage_options) as f:
+        with open_input(split.file, storage_options) as f:
             reader = pq.ParquetFile(f)
             for batch in reader.iter_batches(
                 batch_size=batch_rows,

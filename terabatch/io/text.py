@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from terabatch.errors import InputReadError
-from terabatch.io.files import FileInfo, open_binary
+from terabatch.io.files import FileInfo, is_local, open_input
+from terabatch.io.schema_drift import Layout
 from terabatch.io.splits import iter_record_chunks, plan_ranges
 
 PYARROW_CODEC = {"gzip": "gzip", "zstd": "zstd", "bz2": "bz2"}
@@ -29,11 +30,13 @@ class TextSplit:
 
     ``first_line`` is the line number of ``start`` when known without reading the file up to
     it: for the first split of each file.
+    ``layout`` holds the file's own columns when they differ from the dataset's (schema union).
     """
 
     file: FileInfo
     start: int
     end: int | None
+    layout: Layout | None = None
     first_line: int | None = None
 
     @property
@@ -60,7 +63,7 @@ class Chunk:
 
 def open_text(file: FileInfo, storage_options: dict) -> BinaryIO:
     """Open a file for reading, decompressing by its suffix."""
-    raw = open_binary(file.path, storage_options)
+    raw = open_input(file, storage_options)
     if file.compression is None:
         return raw
     return pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), PYARROW_CODEC[file.compression])
@@ -75,8 +78,12 @@ def read_prefix(file: FileInfo, storage_options: dict, nbytes: int) -> bytes:
             raise InputReadError(f"{file.path}: cannot read ({_reason(exc, file)})") from None
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _reason(exc: BaseException, file: FileInfo) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _first_line(exc)
     if file.compression:
         return f"corrupt or truncated {file.compression} stream: {text}"
     return text
@@ -95,11 +102,11 @@ def plan_splits(
     """Cut one file into splits; a compressed file is one split, as it cannot be entered midway."""
     first_line = read_prefix(file, storage_options, data_start).count(b"\n") + 1
     if file.compression is not None:
-        return [TextSplit(file, data_start, None, first_line)]
-    with open_binary(file.path, storage_options) as f:
+        return [TextSplit(file, data_start, None, first_line=first_line)]
+    with open_input(file, storage_options) as f:
         ranges = plan_ranges(f, file.size, data_start, target_bytes, quoted)
     return [
-        TextSplit(file, start, end, first_line if start == data_start else None)
+        TextSplit(file, start, end, first_line=first_line if start == data_start else None)
         for start, end in ranges
     ]
 
@@ -108,9 +115,10 @@ def iter_chunks(
     split: TextSplit, storage_options: dict, chunk_bytes: int, quoted: bool
 ) -> Iterator[Chunk]:
     """Yield the split's records in chunks; line numbers are only counted when asked for."""
-    if split.end is not None and not quoted and _is_local(split.file.path):
-        yield from _mapped_chunks(split, chunk_bytes)
+    if split.end is not None and not quoted and is_local(split.file.path):
+        yield from _mapped_chunks(split, storage_options, chunk_bytes)
         return
+    lines = 0  # whole lines yielded from a compressed stream, to say where it broke
     with open_text(split.file, storage_options) as f:
         try:
             if split.end is None:
@@ -120,29 +128,32 @@ def iter_chunks(
             length = None if split.end is None else split.end - split.start
             offset = 0
             for data in iter_record_chunks(f, length, chunk_bytes, quoted):
+                if split.file.compression is not None:
+                    lines += data.count(b"\n")
                 yield Chunk(data, offset)
                 offset += len(data)
         except OSError as exc:
+            if split.file.compression is None:
+                raise InputReadError(
+                    f"{split.file.path}: cannot read ({_reason(exc, split.file)})"
+                ) from None
+            where = ""
+            if lines:
+                where = f" somewhere after line {line_of(split, storage_options, 0) - 1 + lines:,}"
             raise InputReadError(
-                f"{split.file.path}: cannot read ({_reason(exc, split.file)})"
+                f"{split.file.path}: corrupt or truncated {split.file.compression} stream{where} "
+                f"({_first_line(exc)}); restore the file from a good copy or remove it"
             ) from None
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _mapped_chunks(split: TextSplit, chunk_bytes: int) -> Iterator[Chunk]:
+def _mapped_chunks(split: TextSplit, storage_options: dict, chunk_bytes: int) -> Iterator[Chunk]:
     """Chunks of a local file as views of memory-mapped regions: no read() copy.
 
     Only one chunk is mapped at a time, so the resident file pages stay within one chunk.
     """
     assert split.end is not None
-    path = split.file.path.removeprefix("file://")
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
-    except OSError as exc:
-        raise InputReadError(f"{path}: cannot read ({_reason(exc, split.file)})") from None
+    path = split.file.path
+    handle = open_input(split.file, storage_options)
     try:
         pos, want = split.start, chunk_bytes
         while pos < split.end:

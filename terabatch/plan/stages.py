@@ -487,7 +487,7 @@ def _scan_tasks(scan: Scan, sizes: Sizes) -> tuple[Task, ...]:
 def _without_file_list(source: Source) -> Source:
     # Each task names its own file in its split; shipping the whole list to every task would
     # make task descriptions grow with the number of input files.
-    fields = {"files": ()}
+    fields = {"files": (), "layouts": ()}
     if hasattr(source, "data_starts"):
         fields["data_starts"] = ()
     return replace(source, **fields)
