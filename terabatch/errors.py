@@ -21,6 +21,11 @@ class InputReadError(TerabatchError):
     """A file that cannot be read: permission denied, corrupt, not of its declared format."""
 
 
+class StorageError(TerabatchError):
+    """A storage location that cannot be used: missing bucket, access denied, no credentials,
+    unreachable endpoint, or the package of its protocol (s3fs) not installed."""
+
+
 class SchemaError(TerabatchError):
     """Files that disagree on their schema, or an expression naming a column that does not exist."""
 

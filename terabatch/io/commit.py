@@ -14,11 +14,11 @@ import posixpath
 import uuid
 from collections.abc import Iterable
 
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from terabatch.errors import OutputExistsError, TerabatchError
 from terabatch.io.sinks import WrittenFile
+from terabatch.io.storage import check_bucket, filesystem, storage_errors
 
 STAGING = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -31,9 +31,10 @@ class OutputCommit:
         if mode not in ("error", "overwrite"):
             raise TerabatchError(f"mode must be 'error' or 'overwrite', not {mode!r}")
         self.out, self.mode, self.job_id = out.rstrip("/"), mode, job_id
-        self.fs, self.root = url_to_fs(self.out, **storage_options)
+        self.fs, self.root = filesystem(self.out, storage_options)
         self.staging = posixpath.join(self.root, STAGING, job_id)
         self._created_root = False
+        self._staged = False  # nothing to clean up before the staging area exists
 
     def _existing_output(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -44,14 +45,20 @@ class OutputCommit:
 
     def prepare(self) -> None:
         """Check the output directory and create the staging area."""
+        with storage_errors(self.out):
+            self._prepare()
+
+    def _prepare(self) -> None:
         existing = self._existing_output()
         if existing and self.mode == "error":
             raise OutputExistsError(
                 f"output directory {self.out!r} already holds {len(existing)} entries; "
                 "pass mode='overwrite' (CLI: --overwrite) to replace them, or choose another path"
             )
+        check_bucket(self.fs, self.root, self.out)
         self._created_root = not self.fs.exists(self.root)
         self.fs.makedirs(self.staging, exist_ok=True)
+        self._staged = True
 
     def attempt_dir(self, task_id: int) -> str:
         """A fresh directory for one attempt at a task."""
@@ -91,7 +98,8 @@ class OutputCommit:
 
     def abort(self) -> None:
         """Remove everything this job staged."""
-        self._remove_staging()
+        if self._staged:
+            self._remove_staging()
 
     def _remove_staging(self) -> None:
         if self.fs.exists(self.staging):

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import fsspec
-from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
 
 from terabatch.errors import InputNotFoundError, InputReadError
+from terabatch.io.storage import (
+    check_bucket,
+    filesystem,
+    full_url,
+    open_for_reading,
+    storage_errors,
+)
 
 COMPRESSION_BY_SUFFIX = {
     ".gz": "gzip",
@@ -78,7 +84,7 @@ def _info(
     mtime = detail.get("mtime") or detail.get("LastModified") or detail.get("created") or 0
     if hasattr(mtime, "timestamp"):
         mtime = mtime.timestamp()
-    full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    full = full_url(fs, path)
     relative = path[len(base) :].lstrip("/") if base is not None else path.rsplit("/", 1)[-1]
     size = int(detail.get("size") or 0)
     return FileInfo(full, size, float(mtime), compression_of(path), relative)
@@ -86,43 +92,45 @@ def _info(
 
 def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
     spec = os.fspath(spec)
-    fs, root = url_to_fs(spec, **storage_options)
-    try:
-        if any(ch in spec for ch in GLOB_CHARS):
-            found = fs.glob(root, detail=True)
-            # Hidden parts are looked for below the pattern's fixed directory, as for a directory
-            # read: "out/**/*.parquet" must not pick up "out/_temporary/..." files.
-            fixed = root[: min((root.index(ch) for ch in GLOB_CHARS if ch in root), default=0)]
-            base = fixed.rsplit("/", 1)[0] if "/" in fixed else ""
-            files = [
-                _info(fs, p, d, base)
-                for p, d in sorted(found.items())
-                if d.get("type") != "directory" and not _is_hidden(p[len(base) :])
-            ]
-            if not files:
-                raise InputNotFoundError(
-                    f"no file matches {spec!r}: check the pattern and the path"
-                )
-            return files
-        if not fs.exists(root):
-            raise InputNotFoundError(f"path not found: {spec!r}")
-        if fs.isdir(root):
-            found = fs.find(root, detail=True)
-            base = root.rstrip("/")
-            files = [
-                _info(fs, p, d, base)
-                for p, d in sorted(found.items())
-                if not _is_hidden(p[len(base) :]) and _matches_format(p, fmt)
-            ]
-            if not files:
-                raise InputNotFoundError(
-                    f"directory {spec!r} holds no {fmt} file "
-                    f"(looked for {', '.join(FORMAT_SUFFIXES[fmt])}, optionally compressed)"
-                )
-            return files
-        return [_info(fs, root)]
-    except PermissionError as exc:
-        raise InputReadError(f"{spec}: permission denied ({exc.strerror or exc})") from None
+    fs, root = filesystem(spec, storage_options)
+    with storage_errors(spec):
+        return _expand(fs, root, spec, fmt)
+
+
+def _expand(fs: fsspec.AbstractFileSystem, root: str, spec: str, fmt: str) -> list[FileInfo]:
+    if any(ch in spec for ch in GLOB_CHARS):
+        found = fs.glob(root, detail=True)
+        # Hidden parts are looked for below the pattern's fixed directory, as for a directory
+        # read: "out/**/*.parquet" must not pick up "out/_temporary/..." files.
+        fixed = root[: min((root.index(ch) for ch in GLOB_CHARS if ch in root), default=0)]
+        base = fixed.rsplit("/", 1)[0] if "/" in fixed else ""
+        files = [
+            _info(fs, p, d, base)
+            for p, d in sorted(found.items())
+            if d.get("type") != "directory" and not _is_hidden(p[len(base) :])
+        ]
+        if not files:
+            check_bucket(fs, root, spec)
+            raise InputNotFoundError(f"no file matches {spec!r}: check the pattern and the path")
+        return files
+    if not fs.exists(root):
+        check_bucket(fs, root, spec)
+        raise InputNotFoundError(f"path not found: {spec!r}")
+    if fs.isdir(root):
+        found = fs.find(root, detail=True)
+        base = root.rstrip("/")
+        files = [
+            _info(fs, p, d, base)
+            for p, d in sorted(found.items())
+            if not _is_hidden(p[len(base) :]) and _matches_format(p, fmt)
+        ]
+        if not files:
+            raise InputNotFoundError(
+                f"directory {spec!r} holds no {fmt} file "
+                f"(looked for {', '.join(FORMAT_SUFFIXES[fmt])}, optionally compressed)"
+            )
+        return files
+    return [_info(fs, root)]
 
 
 def discover(
@@ -146,13 +154,16 @@ def discover(
     return tuple(seen.values())
 
 
-def open_binary(path: str, storage_options: dict):
-    """Open a file for binary reading through fsspec, turning OS errors into one-line errors."""
+def open_binary(path: str, storage_options: dict, sequential: bool = False) -> IO[bytes]:
+    """Open a file for binary reading, turning storage errors into one-line errors.
+
+    ``sequential`` asks for a read-ahead buffer, for readers that take small pieces in order.
+    """
+    fs, inner = filesystem(path, storage_options)
     try:
-        return fsspec.open(path, "rb", **storage_options).open()
+        with storage_errors(path):
+            return open_for_reading(fs, inner, sequential)
     except FileNotFoundError:
         raise InputNotFoundError(f"{path}: file disappeared during the run") from None
-    except PermissionError:
-        raise InputReadError(f"{path}: permission denied") from None
     except IsADirectoryError:
         raise InputReadError(f"{path}: is a directory, not a file") from None

@@ -40,7 +40,7 @@ class CsvSource:
     schema: pl.Schema
     data_starts: tuple[int, ...]
     options: csv_format.CsvOptions
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict = field(default_factory=dict, hash=False, repr=False)
     format: str = "csv"
 
     def splits(self, target_bytes: int, predicate: pl.Expr | None) -> list[Split]:
@@ -64,7 +64,7 @@ class JsonSource:
     files: tuple[FileInfo, ...]
     schema: pl.Schema
     data_starts: tuple[int, ...]
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict = field(default_factory=dict, hash=False, repr=False)
     format: str = "json"
 
     def splits(self, target_bytes: int, predicate: pl.Expr | None) -> list[Split]:
@@ -97,7 +97,7 @@ class ParquetSource:
     files: tuple[FileInfo, ...]
     schema: pl.Schema
     hive_types: tuple[tuple[str, pl.DataType], ...]
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict = field(default_factory=dict, hash=False, repr=False)
     format: str = "parquet"
 
     def splits(self, target_bytes: int, predicate: pl.Expr | None) -> list[Split]:
