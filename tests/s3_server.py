@@ -34,6 +34,20 @@ ALLOW_S3 = {
 }
 
 
+# Run with the endpoint and the policy as arguments; prints [key id, secret] as JSON.
+CREATE_ACCESS_KEY = """
+import json, sys
+import boto3
+
+iam = boto3.client("iam", endpoint_url=sys.argv[1], aws_access_key_id="setup",
+                   aws_secret_access_key="setup", region_name="us-east-1")
+iam.create_user(UserName="terabatch-tests")
+iam.put_user_policy(UserName="terabatch-tests", PolicyName="s3", PolicyDocument=sys.argv[2])
+key = iam.create_access_key(UserName="terabatch-tests")["AccessKey"]
+print(json.dumps([key["AccessKeyId"], key["SecretAccessKey"]]))
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,25 +95,17 @@ class S3Server:
                 time.sleep(0.1)
         raise RuntimeError(f"moto server did not answer on {self.endpoint_url} in time")
 
-    def _client(self, service: str, key: str = "setup", secret: str = "setup"):
-        import boto3
-
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=key,
-            aws_secret_access_key=secret,
-            region_name=REGION,
-        )
-
     def _require_credentials(self) -> None:
-        iam = self._client("iam")
-        iam.create_user(UserName="terabatch-tests")
-        iam.put_user_policy(
-            UserName="terabatch-tests", PolicyName="s3", PolicyDocument=json.dumps(ALLOW_S3)
+        # boto3 and its IAM model run in a process of their own: loaded here they would add
+        # about 20 MB to the test process, whose memory later tests measure.
+        created = subprocess.run(
+            [sys.executable, "-c", CREATE_ACCESS_KEY, self.endpoint_url, json.dumps(ALLOW_S3)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
-        created = iam.create_access_key(UserName="terabatch-tests")["AccessKey"]
-        self.key, self.secret = created["AccessKeyId"], created["SecretAccessKey"]
+        self.key, self.secret = json.loads(created.stdout)
         # From now on moto checks every request's signature and the IAM policy.
         request = urllib.request.Request(
             self.endpoint_url + "/moto-api/reset-auth",
@@ -119,6 +125,18 @@ class S3Server:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(timeout=5)
+
+    @cached_property
+    def fs(self):
+        """A filesystem of the tests' own (not terabatch's) that never caches listings.
+
+        One per server: each s3fs instance holds its own botocore client, about 10 MB.
+        """
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            **self.storage_options(), skip_instance_cache=True, use_listings_cache=False
+        )
 
     def storage_options(self) -> dict[str, object]:
         """What ``storage_options=`` needs to reach this server with its credentials."""
@@ -143,13 +161,13 @@ class S3Server:
     def new_bucket(self) -> str:
         """Create a bucket with a fresh name and return the name."""
         name = f"tb-{uuid.uuid4().hex[:12]}"
-        self._client("s3", self.key, self.secret).create_bucket(Bucket=name)
+        self.fs.mkdir(name)
         return name
 
 
 @dataclass
 class S3Bucket:
-    """A bucket on the test server, and a filesystem of its own that never caches listings."""
+    """A bucket on the test server, with helpers to put data in and see what a job wrote."""
 
     server: S3Server
     name: str
@@ -158,13 +176,9 @@ class S3Bucket:
     def storage_options(self) -> dict[str, object]:
         return self.server.storage_options()
 
-    @cached_property
+    @property
     def fs(self):
-        import s3fs
-
-        return s3fs.S3FileSystem(
-            **self.storage_options, skip_instance_cache=True, use_listings_cache=False
-        )
+        return self.server.fs
 
     def url(self, key: str) -> str:
         return f"s3://{self.name}/{key}"

@@ -194,7 +194,7 @@ def _discard(attempt_dir: str | None, storage_options: dict) -> None:
     if attempt_dir is None:
         return
     try:
-        fs, path = url_to_fs(attempt_dir, **storage_options)
+        fs, path = filesystem(attempt_dir, storage_options)
         if fs.exists(path):
             fs.rm(path, recursive=True)
     except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,13 @@ def s3_server() -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
-    """A new bucket; the AWS environment is emptied so that only what a test passes is used."""
+def s3(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A new bucket; the AWS environment is emptied so that only what a test passes is used.
+
+    Afterwards the s3fs filesystems terabatch made (one per set of storage options, each with
+    its own botocore client, about 12 MB) are dropped, so that they do not pile up in the test
+    process, whose memory later tests measure.
+    """
     import s3fs
 
     for name in list(os.environ):
@@ -35,8 +41,9 @@ def s3(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield S3Bucket(s3_server, s3_server.new_bucket())
     s3fs.S3FileSystem.clear_instance_cache()
-    return S3Bucket(s3_server, s3_server.new_bucket())
+    gc.collect()
 
 
 @pytest.fixture
