@@ -328,6 +328,15 @@ def test_wrong_credentials(s3: S3Bucket, tmp_path: Path) -> None:
     assert one_line_error(info.value).startswith(f"{s3.url('out')}: access denied")
 
 
+def test_no_credentials_at_all(s3: S3Bucket) -> None:
+    # The fixture emptied the AWS environment; only the endpoint is given.
+    with pytest.raises(StorageError) as info:
+        tb.read_json(s3.url("e/"), storage_options={"endpoint_url": s3.server.endpoint_url})
+    assert one_line_error(info.value).startswith(
+        f"{s3.url('e/')}: no usable AWS credentials (Unable to locate credentials)"
+    )
+
+
 def test_missing_bucket_and_key(s3: S3Bucket, tmp_path: Path) -> None:
     opts = s3.storage_options
     missing = "s3://tb-no-such-bucket/data/*.csv"
