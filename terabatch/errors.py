@@ -26,6 +26,11 @@ class InputChangedError(InputReadError):
     """A file that disappeared or changed (size or modification time) after the job was planned."""
 
 
+class StorageError(TerabatchError):
+    """A storage location that cannot be used: missing bucket, access denied, no credentials,
+    unreachable endpoint, or the package of its protocol (s3fs) not installed."""
+
+
 class SchemaError(TerabatchError):
     """Files that disagree on their schema, or an expression naming a column that does not exist."""
 

@@ -12,12 +12,11 @@ import os
 import posixpath
 from typing import Any
 
-from fsspec.core import url_to_fs
-
 from terabatch.errors import InputNotFoundError, TerabatchError
 from terabatch.io.commit import SUCCESS
 from terabatch.io.files import FORMAT_SUFFIXES, GLOB_CHARS, FileInfo, compression_of, discover
 from terabatch.io.parquet import dataset_schema, hive_values, read_metadata
+from terabatch.io.storage import filesystem, storage_errors
 from terabatch.readers import read_csv, read_json
 
 FORMATS = tuple(FORMAT_SUFFIXES)
@@ -56,26 +55,26 @@ def _has_glob(spec: str) -> bool:
     return any(ch in spec for ch in GLOB_CHARS)
 
 
-def _base_dir(spec: str) -> str:
+def _base_dir(spec: str, options: dict) -> str:
     """The dataset's root: the directory itself, the one above the glob, or a file's directory.
 
     Partition keys and hidden names are looked for below it, never in the directories above.
     """
-    fs, root = url_to_fs(spec)
+    fs, root = filesystem(spec, options)
     if _has_glob(spec):
         cut = min(root.find(ch) for ch in GLOB_CHARS if ch in root)
         return posixpath.dirname(root[:cut])
     return root.rstrip("/") if fs.isdir(root) else posixpath.dirname(root)
 
 
-def _candidate_names(spec: str) -> list[str]:
-    fs, root = url_to_fs(spec)
+def _candidate_names(spec: str, options: dict) -> list[str]:
+    fs, root = filesystem(spec, options)
     glob = _has_glob(spec)
     if not glob and not fs.exists(root):
         raise InputNotFoundError(f"path not found: {spec!r}")
     if not glob and not fs.isdir(root):
         return [root]
-    base = _base_dir(spec)
+    base = _base_dir(spec, options)
     found = fs.glob(root) if glob else fs.find(root)
     names = sorted(p for p in found if not _is_hidden(p[len(base) :]))
     if glob and not names:
@@ -83,7 +82,7 @@ def _candidate_names(spec: str) -> list[str]:
     return names
 
 
-def detect_format(spec: str | os.PathLike) -> str:
+def detect_format(spec: str | os.PathLike, storage_options: dict | None = None) -> str:
     """Tell ``"csv"``, ``"json"`` or ``"parquet"`` from the names of the files a path holds.
 
     A directory written by terabatch says its format in ``_SUCCESS``; otherwise the first file
@@ -96,14 +95,19 @@ def detect_format(spec: str | os.PathLike) -> str:
     ('json', 'json', 'csv')
     """
     spec = os.fspath(spec)
-    manifest = read_manifest(spec)
+    with storage_errors(spec):
+        return _detect_format(spec, storage_options or {})
+
+
+def _detect_format(spec: str, options: dict) -> str:
+    manifest = read_manifest(spec, options)
     if manifest is not None and manifest.get("format") in FORMATS:
         return manifest["format"]
     # A single path names its format even before it exists; discovery reports it missing later.
     named = None if _has_glob(spec) else format_of_name(spec)
     if named is not None:
         return named
-    for name in _candidate_names(spec):
+    for name in _candidate_names(spec, options):
         fmt = format_of_name(name)
         if fmt is not None:
             return fmt
@@ -114,12 +118,12 @@ def detect_format(spec: str | os.PathLike) -> str:
     )
 
 
-def read_manifest(spec: str | os.PathLike) -> dict | None:
+def read_manifest(spec: str | os.PathLike, storage_options: dict | None = None) -> dict | None:
     """The ``_SUCCESS`` manifest of an output directory, or None if there is none."""
     spec = os.fspath(spec)
     if _has_glob(spec):
         return None
-    fs, root = url_to_fs(spec)
+    fs, root = filesystem(spec, storage_options or {})
     path = posixpath.join(root.rstrip("/"), SUCCESS)
     if not fs.isfile(path):
         return None
@@ -130,20 +134,20 @@ def read_manifest(spec: str | os.PathLike) -> dict | None:
         raise TerabatchError(f"{path}: the _SUCCESS manifest is not valid JSON") from None
 
 
-def _partitions(spec: str, files: tuple[FileInfo, ...]) -> dict[str, int]:
+def _partitions(spec: str, files: tuple[FileInfo, ...], options: dict) -> dict[str, int]:
     """Hive keys under the dataset's directory and how many distinct values each has."""
-    base = _base_dir(spec)
+    base = _base_dir(spec, options)
     values: dict[str, set] = {}
     for file in files:
-        _, path = url_to_fs(file.path)
+        _, path = filesystem(file.path, options)
         relative = path[len(base) :] if path.startswith(base) else path
         for key, value in hive_values(relative):
             values.setdefault(key, set()).add(value)
     return {key: len(found) for key, found in values.items()}
 
 
-def _parquet_facts(files: tuple[FileInfo, ...]) -> dict[str, Any]:
-    metas = [read_metadata(f, {}) for f in files]
+def _parquet_facts(files: tuple[FileInfo, ...], options: dict) -> dict[str, Any]:
+    metas = [read_metadata(f, options) for f in files]
     schema, hive = dataset_schema(files, metas)
     group_rows = [m.row_group(g).num_rows for m in metas for g in range(m.num_row_groups)]
     codecs = {
@@ -165,12 +169,18 @@ def _parquet_facts(files: tuple[FileInfo, ...]) -> dict[str, Any]:
 
 
 def _text_facts(
-    spec: str, fmt: str, files: tuple[FileInfo, ...], workers: int | None, progress: bool
+    spec: str,
+    fmt: str,
+    files: tuple[FileInfo, ...],
+    options: dict,
+    workers: int | None,
+    progress: bool,
 ) -> dict[str, Any]:
     if fmt == "csv":
-        dataset = read_csv(spec, separator=default_separator(files[0].path))
+        separator = default_separator(files[0].path)
+        dataset = read_csv(spec, separator=separator, storage_options=options)
     else:
-        dataset = read_json(spec)
+        dataset = read_json(spec, storage_options=options)
     return {
         "schema": {name: str(dtype) for name, dtype in dataset.schema.items()},
         "rows": dataset.count(workers=workers, progress=progress),
@@ -196,6 +206,7 @@ def inspect_path(
     *,
     workers: int | None = None,
     progress: bool = False,
+    storage_options: dict | None = None,
 ) -> dict[str, Any]:
     """Describe a file, directory or glob of CSV, JSON Lines or Parquet as plain data.
 
@@ -203,6 +214,7 @@ def inspect_path(
     ``total_bytes``, ``compression``, ``schema`` (column: type), ``rows``, ``row_groups``
     (Parquet: count, min_rows, max_rows; else None), ``partitions`` (hive key: distinct values)
     and ``complete`` (the ``_SUCCESS`` manifest's rows, files and bytes, or None).
+    ``storage_options`` reach remote paths (``s3://``), as for ``read_*``.
 
     >>> import tempfile, pathlib, polars as pl
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -216,18 +228,25 @@ def inspect_path(
     spec = os.fspath(path)
     if fmt is not None and fmt not in FORMATS:
         raise TerabatchError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    manifest = read_manifest(spec)
-    fmt = fmt or detect_format(spec)
+    with storage_errors(spec):
+        return _inspect(spec, fmt, storage_options or {}, workers, progress)
+
+
+def _inspect(
+    spec: str, fmt: str | None, options: dict, workers: int | None, progress: bool
+) -> dict[str, Any]:
+    manifest = read_manifest(spec, options)
+    fmt = fmt or _detect_format(spec, options)
     if manifest is not None and not manifest.get("files"):
         # A complete output of zero rows holds no data file: nothing to discover or read.
         files: tuple[FileInfo, ...] = ()
         details: dict[str, Any] = {"schema": {}, "rows": 0, "compression": [], "row_groups": None}
     else:
-        files = discover(spec, fmt, {})
+        files = discover(spec, fmt, options)
         if fmt == "parquet":
-            details = _parquet_facts(files)
+            details = _parquet_facts(files, options)
         else:
-            details = _text_facts(spec, fmt, files, workers, progress)
+            details = _text_facts(spec, fmt, files, options, workers, progress)
     facts: dict[str, Any] = {
         "path": spec,
         "format": fmt,
@@ -236,6 +255,6 @@ def inspect_path(
         "total_bytes": sum(f.size for f in files),
         **details,
     }
-    facts["partitions"] = _partitions(spec, files)
+    facts["partitions"] = _partitions(spec, files, options)
     facts["complete"] = _completion(manifest)
     return facts

@@ -23,6 +23,7 @@ from terabatch.io.bad_rows import collecting
 from terabatch.io.shuffle import ShuffleSink, ShuffleWriter
 from terabatch.io.sinks import CollectSink, CountSink, FileSink, FileWriter, SpillSink, WrittenFile
 from terabatch.io.sources import Batch
+from terabatch.io.storage import filesystem, replace_tree
 from terabatch.ops.narrow import compile_ops
 from terabatch.plan.stages import Task
 from terabatch.run.memory import process_rss
@@ -179,14 +180,9 @@ def _spill(
 
 
 def _promote(attempt_dir: str, task_dir: str, storage_options: dict) -> None:
-    fs, attempt = url_to_fs(attempt_dir, **storage_options)
-    _, final = url_to_fs(task_dir, **storage_options)
-    if not fs.exists(attempt):
-        fs.makedirs(final, exist_ok=True)
-        return
-    if fs.exists(final):
-        fs.rm(final, recursive=True)
-    fs.mv(attempt, final, recursive=True)
+    fs, attempt = filesystem(attempt_dir, storage_options)
+    _, final = filesystem(task_dir, storage_options)
+    replace_tree(fs, attempt, final)
 
 
 def run_task(task: Task, attempt_dir: str | None, task_dir: str | None) -> TaskResult:
@@ -231,7 +227,7 @@ def _discard(attempt_dir: str | None, storage_options: dict) -> None:
     if attempt_dir is None:
         return
     try:
-        fs, path = url_to_fs(attempt_dir, **storage_options)
+        fs, path = filesystem(attempt_dir, storage_options)
         if fs.exists(path):
             fs.rm(path, recursive=True)
     except Exception:

@@ -15,11 +15,11 @@ import posixpath
 import uuid
 from collections.abc import Iterable
 
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from terabatch.errors import OutputExistsError, TerabatchError
 from terabatch.io.sinks import WrittenFile
+from terabatch.io.storage import check_bucket, filesystem, storage_errors
 
 STAGING = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -33,9 +33,11 @@ class OutputCommit:
         if mode not in ("error", "overwrite"):
             raise TerabatchError(f"mode must be 'error' or 'overwrite', not {mode!r}")
         self.out, self.mode, self.job_id = out.rstrip("/"), mode, job_id
-        self.fs, self.root = url_to_fs(self.out, **storage_options)
+        self.fs, self.root = filesystem(self.out, storage_options)
+        self.storage_options = storage_options
         self.staging = posixpath.join(self.root, STAGING, job_id)
         self._created_root = False
+        self._staged = False  # nothing to clean up before the staging area exists
 
     def _existing_output(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -46,17 +48,23 @@ class OutputCommit:
 
     def prepare(self) -> None:
         """Check the output directory and create the staging area."""
+        with storage_errors(self.out):
+            self._prepare()
+
+    def _prepare(self) -> None:
         existing = self._existing_output()
         if existing and self.mode == "error":
             raise OutputExistsError(
                 f"output directory {self.out!r} already holds {len(existing)} entries; "
                 "pass mode='overwrite' (CLI: --overwrite) to replace them, or choose another path"
             )
+        check_bucket(self.fs, self.root, self.out)
         root_existed = self.fs.exists(self.root)
         staged = root_existed and self._clear_other_staging()
         # An output directory holding nothing but staging was made by an earlier run of terabatch.
         self._created_root = not root_existed or (staged and not existing)
         self.fs.makedirs(self.staging, exist_ok=True)
+        self._staged = True
 
     def _clear_other_staging(self) -> bool:
         """Remove what other jobs (other keys) staged here; True if a staging area existed."""
@@ -101,7 +109,7 @@ class OutputCommit:
         for url, relative in extra:
             target = posixpath.join(self.root, relative)
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            _move(url, self.fs, target)
+            _move(url, self.fs, target, self.storage_options)
             others.append(relative)
         if others:
             manifest = {**manifest, "quarantine": sorted(others)}
@@ -126,6 +134,8 @@ class OutputCommit:
 
     def abort(self, keep_tasks: bool = False) -> None:
         """Remove everything this job staged, or only unfinished attempts when resumable."""
+        if not self._staged:
+            return
         if keep_tasks:
             for attempt in self.fs.glob(posixpath.join(self.staging, "attempt-*")):
                 self.fs.rm(attempt, recursive=True)
@@ -147,9 +157,9 @@ class OutputCommit:
             self.fs.rmdir(self.root)
 
 
-def _move(url: str, fs, target: str) -> None:
+def _move(url: str, fs, target: str, storage_options: dict) -> None:
     """Move a file into ``fs`` at ``target``, copying when it lives on another filesystem."""
-    source_fs, source = url_to_fs(url)
+    source_fs, source = filesystem(url, storage_options)
     if type(source_fs) is type(fs):
         fs.mv(source, target)
         return

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import fsspec
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from terabatch.errors import InputChangedError, InputNotFoundError, InputReadError
+from terabatch.io.storage import (
+    check_bucket,
+    filesystem,
+    full_url,
+    open_for_reading,
+    storage_errors,
+)
 
 COMPRESSION_BY_SUFFIX = {
     ".gz": "gzip",
@@ -91,50 +97,52 @@ def _info(
             size, mtime = st.st_size, st.st_mtime
         except OSError:
             pass  # a dangling link: opening it reports the problem
-    full = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    full = full_url(fs, path)
     relative = path[len(base) :].lstrip("/") if base is not None else path.rsplit("/", 1)[-1]
     return FileInfo(full, size, mtime, compression_of(path), relative)
 
 
 def _expand_one(spec: str, fmt: str, storage_options: dict) -> list[FileInfo]:
     spec = os.fspath(spec)
-    fs, root = url_to_fs(spec, **storage_options)
-    try:
-        if any(ch in spec for ch in GLOB_CHARS):
-            found = fs.glob(root, detail=True)
-            # Hidden parts are looked for below the pattern's fixed directory, as for a directory
-            # read: "out/**/*.parquet" must not pick up "out/_temporary/..." files.
-            fixed = root[: min((root.index(ch) for ch in GLOB_CHARS if ch in root), default=0)]
-            base = fixed.rsplit("/", 1)[0] if "/" in fixed else ""
-            files = [
-                _info(fs, p, d, base)
-                for p, d in sorted(found.items())
-                if d.get("type") != "directory" and not _is_hidden(p[len(base) :])
-            ]
-            if not files:
-                raise InputNotFoundError(
-                    f"no file matches {spec!r}: check the pattern and the path"
-                )
-            return files
-        if not fs.exists(root):
-            raise InputNotFoundError(f"path not found: {spec!r}")
-        if fs.isdir(root):
-            found = fs.find(root, detail=True)
-            base = root.rstrip("/")
-            files = [
-                _info(fs, p, d, base)
-                for p, d in sorted(found.items())
-                if not _is_hidden(p[len(base) :]) and _matches_format(p, fmt)
-            ]
-            if not files:
-                raise InputNotFoundError(
-                    f"directory {spec!r} holds no {fmt} file "
-                    f"(looked for {', '.join(FORMAT_SUFFIXES[fmt])}, optionally compressed)"
-                )
-            return files
-        return [_info(fs, root)]
-    except PermissionError as exc:
-        raise InputReadError(f"{spec}: permission denied ({exc.strerror or exc})") from None
+    fs, root = filesystem(spec, storage_options)
+    with storage_errors(spec):
+        return _expand(fs, root, spec, fmt)
+
+
+def _expand(fs: fsspec.AbstractFileSystem, root: str, spec: str, fmt: str) -> list[FileInfo]:
+    if any(ch in spec for ch in GLOB_CHARS):
+        found = fs.glob(root, detail=True)
+        # Hidden parts are looked for below the pattern's fixed directory, as for a directory
+        # read: "out/**/*.parquet" must not pick up "out/_temporary/..." files.
+        fixed = root[: min((root.index(ch) for ch in GLOB_CHARS if ch in root), default=0)]
+        base = fixed.rsplit("/", 1)[0] if "/" in fixed else ""
+        files = [
+            _info(fs, p, d, base)
+            for p, d in sorted(found.items())
+            if d.get("type") != "directory" and not _is_hidden(p[len(base) :])
+        ]
+        if not files:
+            check_bucket(fs, root, spec)
+            raise InputNotFoundError(f"no file matches {spec!r}: check the pattern and the path")
+        return files
+    if not fs.exists(root):
+        check_bucket(fs, root, spec)
+        raise InputNotFoundError(f"path not found: {spec!r}")
+    if fs.isdir(root):
+        found = fs.find(root, detail=True)
+        base = root.rstrip("/")
+        files = [
+            _info(fs, p, d, base)
+            for p, d in sorted(found.items())
+            if not _is_hidden(p[len(base) :]) and _matches_format(p, fmt)
+        ]
+        if not files:
+            raise InputNotFoundError(
+                f"directory {spec!r} holds no {fmt} file "
+                f"(looked for {', '.join(FORMAT_SUFFIXES[fmt])}, optionally compressed)"
+            )
+        return files
+    return [_info(fs, root)]
 
 
 def discover(
@@ -163,11 +171,12 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def open_input(file: FileInfo, storage_options: dict) -> BinaryIO:
+def open_input(file: FileInfo, storage_options: dict, sequential: bool = False) -> BinaryIO:
     """Open an input file for binary reading, checking it is still the file that was planned.
 
     A file that disappeared, or whose size or modification time differs from what ``discover``
     recorded, raises ``InputChangedError``: reading it would mix two versions of the data.
+    ``sequential`` asks for a read-ahead buffer, for readers that take small pieces in order.
     """
     try:
         if is_local(file.path):
@@ -175,9 +184,10 @@ def open_input(file: FileInfo, storage_options: dict) -> BinaryIO:
             st = os.fstat(handle.fileno())
             now = (st.st_size, st.st_mtime)
         else:
-            opener = fsspec.open(file.path, "rb", **storage_options)
-            handle = opener.open()
-            detail = getattr(handle, "details", None) or opener.fs.info(opener.path)
+            fs, inner = filesystem(file.path, storage_options)
+            with storage_errors(file.path):
+                handle = open_for_reading(fs, inner, sequential)
+                detail = getattr(handle, "details", None) or fs.info(inner)
             now = _size_and_mtime(detail)
     except FileNotFoundError:
         raise InputChangedError(

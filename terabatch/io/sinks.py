@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from urllib.parse import quote
 
@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from terabatch.io.parquet import HIVE_NULL
+from terabatch.io.storage import filesystem, is_local
 
 FILE_FORMATS = ("parquet", "csv", "json")
 CODECS = {
@@ -27,6 +28,9 @@ CODECS = {
 }
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
 _BUFFER_BYTES = 64 << 20
+# Each open file on an object store buffers one upload part: with many partitions open at once,
+# s3fs' default of 50 MiB per file would take gigabytes. 8 MiB parts allow files up to 80 GB.
+_UPLOAD_PART_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class FileSink:
     partition_by: tuple[str, ...] = ()
     max_rows_per_file: int | None = None
     row_group_rows: int = 1 << 20
-    storage_options: dict | None = None
+    # Never shown: storage options hold credentials.
+    storage_options: dict | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class CollectSink:
 class SpillSink:
     """Write the task's rows to an Arrow IPC file for the driver to stream back in order."""
 
-    storage_options: dict | None = None
+    storage_options: dict | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class _OneFile:
         self.rows = 0
         fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
         text_codec = sink.compression if sink.format != "parquet" else None
-        self._handle = fs.open(self.path, "wb", compression=text_codec)
+        block = {} if is_local(fs) else {"block_size": _UPLOAD_PART_BYTES}
+        self._handle = fs.open(self.path, "wb", compression=text_codec, **block)
         self._parquet: pq.ParquetWriter | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
@@ -160,7 +166,7 @@ class FileWriter:
 
     def __init__(self, sink: FileSink, root: str, task_id: int) -> None:
         self.sink, self.root, self.task_id = sink, root.rstrip("/"), task_id
-        self.fs, _ = fsspec.core.url_to_fs(root, **(sink.storage_options or {}))
+        self.fs, _ = filesystem(root, sink.storage_options or {})
         self.written: list[WrittenFile] = []
         self._open: dict[tuple, _OneFile] = {}
         self._sequence: dict[tuple, int] = {}

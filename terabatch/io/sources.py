@@ -57,7 +57,7 @@ class CsvSource:
     schema: pl.Schema
     data_starts: tuple[int, ...]
     options: csv_format.CsvOptions
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict = field(default_factory=dict, hash=False, repr=False)
     format: str = "csv"
     on_bad_rows: str = "fail"
     layouts: tuple[Layout | None, ...] = ()
@@ -98,7 +98,7 @@ class JsonSource:
     files: tuple[FileInfo, ...]
     schema: pl.Schema
     data_starts: tuple[int, ...]
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict = field(default_factory=dict, hash=False, repr=False)
     format: str = "json"
     on_bad_rows: str = "fail"
     layouts: tuple[Layout | None, ...] = ()
@@ -160,7 +160,7 @@ class ParquetSource:
     files: tuple[FileInfo, ...]
     schema: pl.Schema
     hive_types: tuple[tuple[str, pl.DataType], ...]
-    storage_options: dict = field(default_factory=dict, hash=False)
+    storage_options: dict = field(default_factory=dict, hash=False, repr=False)
     format: str = "parquet"
     layouts: tuple[Layout | None, ...] = ()
     skipped_files: tuple[tuple[str, str], ...] = ()

@@ -24,6 +24,7 @@ from terabatch.errors import (
     DiskFullError,
     MemoryBudgetError,
     SpillLimitError,
+    TerabatchError,
     UserFunctionError,
     is_disk_full,
 )
@@ -36,6 +37,7 @@ from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
+from terabatch.io.storage import storage_errors
 from terabatch.ops.narrow import compile_ops
 from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
@@ -140,7 +142,8 @@ class Job:
         self.resumed = 0
         self.executor: Executor | None = None
         try:
-            sizes = self._start_state()
+            with storage_errors(output or self.state.display):
+                sizes = self._start_state()
             self.stages = plan_stages(self.plan, sink, sizes, self.state.url("shuffle"))
             executor = executor_for(options.executor)
             if executor is None:
@@ -196,11 +199,16 @@ class Job:
     def finish(self, succeeded: bool) -> bool:
         """Stop the workers and clean the run directory; True when state is kept to resume."""
         self.close()
-        keep = not succeeded and self.persistent and self.state.count_committed() > 0
-        if keep:
-            self.state.remove_attempts()
-        else:
-            self.state.remove()
+        try:
+            keep = not succeeded and self.persistent and self.state.count_committed() > 0
+            if keep:
+                self.state.remove_attempts()
+            else:
+                self.state.remove()
+        except (OSError, TerabatchError):
+            if succeeded:
+                raise
+            return False  # cleaning up after a failure must not hide the failure
         return keep
 
     def _pressure(self, monitor: MemoryMonitor) -> bool:

@@ -17,11 +17,11 @@ import posixpath
 from typing import Any
 
 import polars as pl
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from terabatch.exec.runtime import TaskResult
 from terabatch.io.sinks import WrittenFile
+from terabatch.io.storage import check_bucket, filesystem
 
 DEFAULT_DIR = ".terabatch"
 _SKIPPED_FIELDS = ("frame", "spill_path")
@@ -32,7 +32,7 @@ class RunState:
 
     def __init__(self, root: str, key: str, storage_options: dict | None = None) -> None:
         self.key = key
-        self.fs, root_path = url_to_fs(root.rstrip("/"), **(storage_options or {}))
+        self.fs, root_path = filesystem(root.rstrip("/"), storage_options or {})
         self.root = root_path
         self.path = posixpath.join(root_path, key)
 
@@ -52,6 +52,7 @@ class RunState:
 
     def start(self, info: dict[str, Any]) -> None:
         """Create a fresh run directory describing the job."""
+        check_bucket(self.fs, self.path, self.display)  # never create a bucket from a typo
         self.remove()
         self.fs.makedirs(posixpath.join(self.path, "done"), exist_ok=True)
         self._write_json("run.json", {"key": self.key, **info})
