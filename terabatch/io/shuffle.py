@@ -40,8 +40,8 @@ class ShuffleSink:
     """Partition a map task's rows into files: by a hash of ``keys`` (all columns if empty),
     or by key ranges when ``ranges`` is given.
 
-    ``storage_options`` reach ``directory`` (the run directory's, on S3 say); never shown, they
-    hold credentials, and left out of the job's key.
+    ``storage_options`` reach ``directory`` (in the run directory, on S3 say). They hold
+    credentials: never shown, and left out of the job's key.
     """
 
     directory: str

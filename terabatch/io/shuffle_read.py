@@ -14,6 +14,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import fsspec
 import polars as pl
 
 from terabatch.errors import PartitionTooLargeError
@@ -56,7 +57,7 @@ class ShuffleSource:
     format: str = "shuffle"
     storage_options: dict | None = field(default=None, hash=False, repr=False)
 
-    def filesystem(self):
+    def location(self) -> tuple[fsspec.AbstractFileSystem, str]:
         """The filesystem of the shuffle directory, and the directory's path on it."""
         return filesystem(self.directory, self.storage_options or {})
 
@@ -72,7 +73,7 @@ class ShuffleSource:
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
-        fs, root = self.filesystem()
+        fs, root = self.location()
         piece = self.piece(fs, split)
         if not piece.paths:
             return
@@ -108,7 +109,7 @@ class JoinSource:
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
-        fs, root = self.left.filesystem()
+        fs, root = self.left.location()
         left, right = self.left.piece(fs, split), self.right.piece(fs, split)
         room = self.left.data_room
         schemas = (self.left_schema, self.right_schema)
