@@ -1,19 +1,26 @@
-"""Shared fixtures: small data generated in ``tmp_path`` and a way to force many tiny splits.
+"""Shared fixtures: small data generated in ``tmp_path``, a way to force many tiny splits, and a
+real S3-compatible server (moto) with a fresh bucket per test.
 
 The job driver sizes splits and chunks from ``terabatch.run.job.MIN_SPLIT`` / ``MAX_SPLIT`` /
 ``MIN_CHUNK`` / ``MAX_CHUNK``; on kilobyte files that gives one task per file. ``tiny_splits``
 pins those constants so that a small file is cut into many splits and chunks, which runs the
 same code paths as a file of hundreds of gigabytes.
+
+The S3 fixtures live here, not beside the storage tests, because the Dask tests combine them
+with a cluster (tests/exec/test_dask_s3.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 from helpers import make_frame
+from s3_server import S3Bucket, S3Server
 
 import terabatch.run.job as job_module
 
@@ -99,3 +106,50 @@ def parquet_file(tmp_path: Path) -> Path:
     path = tmp_path / "data.parquet"
     make_frame(2000, seed=2).write_parquet(path, row_group_size=100, statistics=True)
     return path
+
+
+# a real S3-compatible server ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    """One moto server process for the test module, stopped at its end.
+
+    Not for the whole session: the server is a child of the test process, so while it runs it
+    counts in the process-tree memory that terabatch measures (about 80 MiB), which the memory
+    budget tests of later modules assert on, as they do on the worker processes left behind.
+    """
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A new bucket; the AWS environment is emptied so that only what a test passes is used.
+
+    Afterwards the s3fs filesystems terabatch made (one per set of storage options, each with
+    its own botocore client, about 12 MB) are dropped, so that they do not pile up in the test
+    process, whose memory later tests measure.
+    """
+    import s3fs
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path / "aws-config"
+    empty.mkdir()
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield S3Bucket(s3_server, s3_server.new_bucket())
+    s3fs.S3FileSystem.clear_instance_cache()
+    gc.collect()
+
+
+@pytest.fixture
+def aws_env(s3: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The standard AWS environment pointing at the test server (what the CLI relies on)."""
+    env = s3.server.aws_environment(str(tmp_path / "aws-config"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

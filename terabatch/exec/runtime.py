@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
-from fsspec.core import url_to_fs
 
 from terabatch.errors import DiskFullError, TerabatchError, is_disk_full
 from terabatch.io.bad_rows import collecting
@@ -114,9 +113,8 @@ def _execute(task: Task, attempt_dir: str | None) -> TaskResult:
     result.rows_in += bad.read
     result.rows_bad, result.first_bad = bad.count, bad.first
     if task.quarantine_dir is not None:
-        storage = getattr(task.sink, "storage_options", None) or {}
         name = f"part-{task.task_id:05d}.parquet"
-        result.quarantine_file = bad.write(task.quarantine_dir, name, storage)
+        result.quarantine_file = bad.write(task.quarantine_dir, name, task.quarantine_options)
     return result
 
 
@@ -160,7 +158,7 @@ def _execute_collecting(task: Task, attempt_dir: str | None) -> TaskResult:
 def _spill(
     out: Iterator[Batch], attempt_dir: str, sink: SpillSink, result: TaskResult, task: Task
 ) -> str | None:
-    fs, root = url_to_fs(attempt_dir, **(sink.storage_options or {}))
+    fs, root = filesystem(attempt_dir, sink.storage_options or {})
     fs.makedirs(root, exist_ok=True)
     path = posixpath.join(root, "spill.arrow")
     writer = None
@@ -187,6 +185,8 @@ def _promote(attempt_dir: str, task_dir: str, storage_options: dict) -> None:
 
 def run_task(task: Task, attempt_dir: str | None, task_dir: str | None) -> TaskResult:
     """Run a task; errors caused by the input come back as ``TerabatchError``."""
+    # The attempt directory is where the sink writes (the output's staging area, or shuffle or
+    # spill files in the run directory); the sink carries the options that reach it.
     storage = getattr(task.sink, "storage_options", None) or {}
     try:
         result = _execute(task, attempt_dir)

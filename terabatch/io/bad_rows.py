@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import polars as pl
-from fsspec.core import url_to_fs
 
 from terabatch.errors import TerabatchError
+from terabatch.io.storage import filesystem
 
 MODES = ("fail", "quarantine", "skip")
 QUARANTINE_SCHEMA = pl.Schema(
@@ -95,7 +95,7 @@ class BadRows:
         """Write the quarantined rows as ``<directory>/<name>``; return its URL (None if none)."""
         if not self.records:
             return None
-        fs, root = url_to_fs(directory, **(storage_options or {}))
+        fs, root = filesystem(directory, storage_options or {})
         fs.makedirs(root, exist_ok=True)
         path = posixpath.join(root, name)
         partial = path + ".partial"

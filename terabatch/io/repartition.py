@@ -192,8 +192,9 @@ def split(
     directory: str,
     chunk_bytes: int,
 ) -> dict[int, Piece]:
-    """Stream a piece into numbered piece files under ``directory``, by ``numbers_of``."""
-    files = PartitionFiles(directory)
+    """Stream a piece into numbered piece files under ``directory`` of ``fs``, by
+    ``numbers_of``."""
+    files = PartitionFiles(fs, directory)
     try:
         for frame in iter_frames(fs, piece, None, chunk_bytes):
             files.write_numbered(frame, numbers_of(frame))

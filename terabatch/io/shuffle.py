@@ -11,11 +11,12 @@ see the input as written.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
-from fsspec.core import url_to_fs
+
+from terabatch.io.storage import filesystem
 
 PARTITION_COLUMN = "__terabatch_partition"
 # In memory, rows take about this many times their zstd-compressed IPC size (db-benchmark
@@ -37,12 +38,17 @@ class RangeSpec:
 @dataclass(frozen=True, eq=False)
 class ShuffleSink:
     """Partition a map task's rows into files: by a hash of ``keys`` (all columns if empty),
-    or by key ranges when ``ranges`` is given."""
+    or by key ranges when ``ranges`` is given.
+
+    ``storage_options`` reach ``directory`` (in the run directory, on S3 say). They hold
+    credentials: never shown, and left out of the job's key.
+    """
 
     directory: str
     keys: tuple[str, ...]
     partitions: int
     ranges: RangeSpec | None = None
+    storage_options: dict | None = field(default=None, repr=False)
 
 
 def range_partition_of(frame: pl.DataFrame, spec: RangeSpec) -> pl.Series:
@@ -116,10 +122,10 @@ def partition_file(directory: str, task_id: int, partition: int) -> str:
 
 
 class PartitionFiles:
-    """Numbered Arrow IPC files in one directory, opened as rows for them arrive."""
+    """Numbered Arrow IPC files in the directory ``root`` of ``fs``, opened as rows arrive."""
 
-    def __init__(self, directory: str) -> None:
-        self.fs, self.root = url_to_fs(directory)
+    def __init__(self, fs, root: str) -> None:
+        self.fs, self.root = fs, root
         self.fs.makedirs(self.root, exist_ok=True)
         self._writers: dict[int, tuple[object, pa.ipc.RecordBatchFileWriter, pa.Schema]] = {}
         # Bytes in memory of the rows written to each file: what reading it back will take.
@@ -176,7 +182,7 @@ class ShuffleWriter(PartitionFiles):
     """One map task's partition files."""
 
     def __init__(self, sink: ShuffleSink, attempt_dir: str) -> None:
-        super().__init__(attempt_dir)
+        super().__init__(*filesystem(attempt_dir, sink.storage_options or {}))
         self.sink = sink
 
     def write(self, frame: pl.DataFrame) -> None:

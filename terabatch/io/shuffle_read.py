@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import fsspec
 import polars as pl
-from fsspec.core import url_to_fs
 
 from terabatch.errors import PartitionTooLargeError
 from terabatch.io.repartition import Piece, Splitter, fanout, fits, load
 from terabatch.io.shuffle import WORKING_FACTOR, RangeSpec, partition_file, partition_of
 from terabatch.io.sources import Batch
+from terabatch.io.storage import filesystem
 from terabatch.run.memory import format_size
 
 # A join split in memory, by output size, hashes with a seed no split on disk uses.
@@ -44,7 +45,8 @@ class ShuffleSource:
     """The rows a shuffle's map stage wrote, read back one whole partition (or piece) at a time.
 
     ``order`` is the sort a range shuffle serves: a partition too large is then cut into key
-    sub-ranges rather than hashed.
+    sub-ranges rather than hashed. ``storage_options`` reach ``directory``, as for the
+    ``ShuffleSink`` that wrote it (never shown: they hold credentials).
     """
 
     directory: str
@@ -53,6 +55,11 @@ class ShuffleSource:
     data_room: int | None = None
     order: RangeSpec | None = None
     format: str = "shuffle"
+    storage_options: dict | None = field(default=None, hash=False, repr=False)
+
+    def location(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        """The filesystem of the shuffle directory, and the directory's path on it."""
+        return filesystem(self.directory, self.storage_options or {})
 
     def piece(self, fs, split: ShufflePartition) -> Piece:
         """Partition ``split.index``'s files, one per map task that wrote rows to it."""
@@ -66,14 +73,14 @@ class ShuffleSource:
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
-        fs, _ = url_to_fs(self.directory)
+        fs, root = self.location()
         piece = self.piece(fs, split)
         if not piece.paths:
             return
         if self.data_room is None or fits(piece.memory_bytes, self.data_room):
             yield Batch(load(fs, piece), split.describe)
             return
-        splitter = _splitter(fs, self.directory, self.data_room, chunk_bytes, split)
+        splitter = _splitter(fs, root, self.data_room, chunk_bytes, split)
         try:
             if self.order is not None:
                 frames = splitter.ranged(piece, self.order)
@@ -102,7 +109,7 @@ class JoinSource:
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
-        fs, _ = url_to_fs(self.left.directory)
+        fs, root = self.left.location()
         left, right = self.left.piece(fs, split), self.right.piece(fs, split)
         room = self.left.data_room
         schemas = (self.left_schema, self.right_schema)
@@ -110,7 +117,7 @@ class JoinSource:
         if room is None or fits(left.memory_bytes + right.memory_bytes, room):
             pairs = iter([(load(fs, left, schemas[0]), load(fs, right, schemas[1]))])
         else:
-            splitter = _splitter(fs, self.left.directory, room, chunk_bytes, split)
+            splitter = _splitter(fs, root, room, chunk_bytes, split)
             pairs = splitter.paired(left, right, (self.left_on, self.right_on), schemas)
         try:
             for left_rows, right_rows in pairs:
@@ -183,9 +190,9 @@ class JoinSource:
                 yield self._join(*pair)
 
 
-def _splitter(fs, directory: str, room: int, chunk_bytes: int, split: ShufflePartition) -> Splitter:
+def _splitter(fs, root: str, room: int, chunk_bytes: int, split: ShufflePartition) -> Splitter:
     # Pieces live beside the partition, under a name of their own for every attempt.
-    scratch = posixpath.join(directory, f"split-{split.index:05d}-{os.urandom(4).hex()}")
+    scratch = posixpath.join(root, f"split-{split.index:05d}-{os.urandom(4).hex()}")
     return Splitter(fs, room, chunk_bytes, scratch, split.describe())
 
 

@@ -70,6 +70,8 @@ class Task:
     chunk_bytes: int
     memory_limit: int | None
     quarantine_dir: str | None = None  # set by the driver: where bad rows go
+    # What reaches the quarantine (the run directory's storage options); never shown.
+    quarantine_options: dict | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         return self.split.describe()
@@ -152,9 +154,18 @@ def split_at_head(ops: list) -> tuple[list, int | None, list]:
     return ops, None, []
 
 
-def plan_stages(plan: Node, sink: Sink, sizes: Sizes, shuffle_dir: str | None) -> list[Stage]:
-    """Cut a plan into stages, in the order they run; the last one writes to ``sink``."""
-    return _Planner(sizes, shuffle_dir).plan(plan, sink)
+def plan_stages(
+    plan: Node,
+    sink: Sink,
+    sizes: Sizes,
+    shuffle_dir: str | None,
+    storage_options: dict | None = None,
+) -> list[Stage]:
+    """Cut a plan into stages, in the order they run; the last one writes to ``sink``.
+
+    Shuffle files go under ``shuffle_dir``, which ``storage_options`` reach.
+    """
+    return _Planner(sizes, shuffle_dir, storage_options).plan(plan, sink)
 
 
 def outline_stages(plan: Node, sizes: Sizes) -> tuple[list[Stage], dict[int, str]]:
@@ -189,6 +200,7 @@ class _Feed:
 class _Planner:
     sizes: Sizes
     root: str | None
+    storage_options: dict | None = field(default=None, repr=False)
     read_splits: bool = True
     stages: list[Stage] = field(default_factory=list)
     notes: dict[int, str] = field(default_factory=dict)
@@ -288,7 +300,7 @@ class _Planner:
         keys, prepare = shuffle_keys(op)
         map_ops, reduce_ops = map_and_reduce_ops(op, keys)
         ranges = RangeSpec(op.by, op.descending, op.nulls_last) if isinstance(op, Sort) else None
-        sink = ShuffleSink(directory, keys, self.sizes.partitions, ranges)
+        sink = ShuffleSink(directory, keys, self.sizes.partitions, ranges, self.storage_options)
         if isinstance(op, Aggregate):
             shown_keys = ", ".join(str(k) for k in op.keys)
         else:
@@ -324,7 +336,14 @@ class _Planner:
             )
         )
         self.notes[id(op)] = f"shuffle {number}"
-        source = ShuffleSource(directory, len(mapped), keys, self.sizes.data_room, ranges)
+        source = ShuffleSource(
+            directory,
+            len(mapped),
+            keys,
+            self.sizes.data_room,
+            ranges,
+            storage_options=self.storage_options,
+        )
         what = describe_shuffle(op)
         return _Feed(
             self._reduce_tasks(source, reduce_ops, number),
@@ -348,8 +367,11 @@ class _Planner:
         left_dir = self._directory(f"shuffle-{number}", "left")
         right_dir = self._directory(f"shuffle-{number}", "right")
         partitions = self.sizes.partitions
-        left = feed.run(before, ShuffleSink(left_dir, join.left_on, partitions))
-        right = right_feed.run(right_ops, ShuffleSink(right_dir, join.right_on, partitions))
+        opts = self.storage_options
+        left = feed.run(before, ShuffleSink(left_dir, join.left_on, partitions, None, opts))
+        right = right_feed.run(
+            right_ops, ShuffleSink(right_dir, join.right_on, partitions, None, opts)
+        )
         for side, side_feed, tasks, keys, ops in (
             ("left", feed, left, join.left_on, before),
             ("right", right_feed, right, join.right_on, right_ops),
@@ -369,8 +391,8 @@ class _Planner:
             raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
         room = self.sizes.data_room
         source = JoinSource(
-            ShuffleSource(left_dir, len(left), join.left_on, room),
-            ShuffleSource(right_dir, len(right), join.right_on, room),
+            ShuffleSource(left_dir, len(left), join.left_on, room, storage_options=opts),
+            ShuffleSource(right_dir, len(right), join.right_on, room, storage_options=opts),
             left_schema,
             right_schema,
             join.left_on,

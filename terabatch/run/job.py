@@ -144,7 +144,8 @@ class Job:
         try:
             with storage_errors(output or self.state.display):
                 sizes = self._start_state()
-            self.stages = plan_stages(self.plan, sink, sizes, self.state.url("shuffle"))
+            shuffle_dir, opts = self.state.url("shuffle"), self.state.storage_options
+            self.stages = plan_stages(self.plan, sink, sizes, shuffle_dir, opts)
             executor = executor_for(options.executor)
             if executor is None:
                 split = self.sizing.split_bytes
@@ -291,8 +292,11 @@ class Job:
             if self.persistent and result.frame is None and result.spill_path is None:
                 self.state.record(index, result)
 
+        opts = self.state.storage_options
         todo = tuple(
-            replace(t, quarantine_dir=quarantine) for t in stage.tasks if t.task_id not in committed
+            replace(t, quarantine_dir=quarantine, quarantine_options=opts)
+            for t in stage.tasks
+            if t.task_id not in committed
         )
         for task in stage.tasks:
             if task.task_id in committed:

@@ -21,7 +21,8 @@ class RunOptions:
     ``executor`` is None for local worker processes, an executor object (``InlineExecutor`` in
     tests), a ``"dask://host:port"`` address or a ``distributed.Client``. ``spill_limit`` caps
     the bytes of shuffle files (default: 90 % of the free disk space). ``run_dir`` holds the
-    run state (default: ``.terabatch`` beside the output); ``resume`` is None to resume an
+    run state and the shuffle files (default: ``.terabatch`` beside the output), reached with
+    the ``storage_options`` of ``write_*``; ``resume`` is None to resume an
     unfinished run of the same job when one exists, True to require one, False to start afresh.
     ``max_bad_rows`` aborts a job with more quarantined or skipped rows than this count (an
     int) or share of the rows read (a float below 1).

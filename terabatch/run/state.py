@@ -6,6 +6,12 @@ the task's files were renamed into place, so a marker always means complete file
 ``frames/`` with the results of sampling and broadcast passes, and ``shuffle/`` with the
 shuffle files. Everything goes through fsspec, so the run directory may live on S3 or a
 shared filesystem that every worker reaches.
+
+``storage_options`` reach the run directory. The job driver passes the ``storage_options`` of
+``write_*`` (the output's): one set of options serves the output and the run directory, and
+a local path ignores them, so a local output with its run directory on S3 (or the other way
+round) needs nothing more. The tasks that write into the run directory (shuffle files,
+quarantined rows) carry the same options, so workers need no credentials of their own.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ class RunState:
 
     def __init__(self, root: str, key: str, storage_options: dict | None = None) -> None:
         self.key = key
-        self.fs, root_path = filesystem(root.rstrip("/"), storage_options or {})
+        self.storage_options = storage_options or {}
+        self.fs, root_path = filesystem(root.rstrip("/"), self.storage_options)
         self.root = root_path
         self.path = posixpath.join(root_path, key)
 

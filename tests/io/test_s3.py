@@ -221,6 +221,38 @@ def test_group_by_and_join_reading_from_s3(s3: S3Bucket, tmp_path: Path) -> None
     assert_frame_equal(joined.sort("id"), facts.join(groups, on="group").sort("id"))
 
 
+def test_run_directory_on_s3_beside_a_local_output(
+    s3: S3Bucket, tmp_path: Path, tiny_splits
+) -> None:
+    # write_*'s storage_options reach the run directory too; the local output ignores them.
+    # The last stage keeps the top rows for the driver, so its tasks have no sink with options
+    # of its own: their quarantine (in the run directory) still gets the run directory's.
+    lines = ["id,value"] + [f"{i},{'oops' if i % 250 == 7 else i * 3}" for i in range(1_000)]
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    opts = s3.storage_options
+    ds = tb.read_csv(
+        s3.upload(tmp_path / "in.csv", "in.csv"),
+        schema={"id": pl.Int64, "value": pl.Int64},
+        on_bad_rows="quarantine",
+        storage_options=opts,
+    )
+    tiny_splits(3_000)
+    out = tmp_path / "out"
+    summary = ds.top_k(5, by="value").write_parquet(
+        out, storage_options=opts, run_dir=s3.url("runs"), **INLINE
+    )
+
+    good = pl.read_csv(tmp_path / "in.csv", schema_overrides={"value": pl.String}).filter(
+        pl.col("value") != "oops"
+    )
+    want = good.with_columns(pl.col("value").cast(pl.Int64)).top_k(5, by="value")
+    assert_frame_equal(pl.read_parquet(out / "*.parquet").sort("value"), want.sort("value"))
+    quarantined = pl.read_parquet(out / "_quarantine" / "*.parquet")
+    assert sorted(quarantined["raw"]) == sorted(f"{i},oops" for i in range(7, 1_000, 250))
+    assert summary.rows_bad == 4
+    assert s3.keys("runs") == [] and not (tmp_path / ".terabatch").exists()
+
+
 # command line -------------------------------------------------------------------------------
 
 
