@@ -37,7 +37,7 @@ from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
 from terabatch.io.sources import Batch
-from terabatch.io.storage import storage_errors
+from terabatch.io.storage import filesystem, storage_errors
 from terabatch.ops.narrow import compile_ops
 from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
@@ -510,6 +510,23 @@ def _keep_quarantine(job: Job) -> None:
     )
 
 
+def _read_spill(state: RunState, url: str) -> Iterator[pa.RecordBatch]:
+    """A task's spilled rows, then the spill file is gone; local (memory-mapped) or remote."""
+    if isinstance(state.fs, LocalFileSystem):
+        with pa.memory_map(url) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        shutil.rmtree(os.path.dirname(url), ignore_errors=True)
+        return
+    fs, path = filesystem(url, state.storage_options)
+    with fs.open(path, "rb") as handle:
+        reader = pa.ipc.open_file(handle)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+    fs.rm(posixpath.dirname(path), recursive=True)
+
+
 def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
     """Yield the plan's rows as Arrow record batches, in input order, with bounded memory."""
     if any(isinstance(op, Head | TopK) for op in lineage(plan)[1]):
@@ -533,11 +550,7 @@ def stream(plan: Node, options: RunOptions) -> Iterator[pa.RecordBatch]:
             for result in job.results(monitor, reporter, dirs, max_waiting=waiting):
                 if result.spill_path is None:
                     continue
-                with pa.memory_map(result.spill_path) as source:
-                    reader = pa.ipc.open_file(source)
-                    for i in range(reader.num_record_batches):
-                        yield reader.get_batch(i)
-                shutil.rmtree(os.path.dirname(result.spill_path), ignore_errors=True)
+                yield from _read_spill(job.state, result.spill_path)
     except (UserFunctionError, JobFailed) as exc:
         job.finish(succeeded=False)
         raise _with_notes(exc) from None

@@ -221,6 +221,19 @@ def test_group_by_and_join_reading_from_s3(s3: S3Bucket, tmp_path: Path) -> None
     assert_frame_equal(joined.sort("id"), facts.join(groups, on="group").sort("id"))
 
 
+def test_iter_batches_with_its_run_directory_on_s3(
+    s3: S3Bucket, tmp_path: Path, aws_env, tiny_splits
+) -> None:
+    frame = make_frame(900, seed=12)
+    frame.write_csv(tmp_path / "in.csv")
+    tiny_splits(5_000)
+    ds = tb.read_csv(tmp_path / "in.csv").filter(pl.col("value") > 0)
+    run_dir = s3.url("stream-runs")
+    got = pl.concat(list(ds.iter_batches(run_dir=run_dir, **INLINE)))
+    assert_frame_equal(got, frame.filter(pl.col("value") > 0))
+    assert s3.keys("stream-runs") == []  # spill files are read from S3, then removed
+
+
 def test_run_directory_on_s3_beside_a_local_output(
     s3: S3Bucket, tmp_path: Path, tiny_splits
 ) -> None:
