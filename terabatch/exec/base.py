@@ -91,8 +91,16 @@ def iter_results(
                 task = running.pop(future)
                 try:
                     result = future.result()
-                except (TerabatchError, UserFunctionError):
-                    raise
+                except UserFunctionError as exc:
+                    # The user's code may fail for a passing reason (a service, a full disk):
+                    # retried like a crash; when it keeps failing, its own error and traceback.
+                    attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
+                    if attempts[task.task_id] > max_retries:
+                        raise exc from None
+                    pending.append(task)
+                    continue
+                except TerabatchError:
+                    raise  # the input's fault (a bad row, a missing file): the same every time
                 except (TaskFailure, WorkerDied, OSError, MemoryError) as exc:
                     attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
                     if attempts[task.task_id] > max_retries:
