@@ -30,7 +30,9 @@ DATA_DIR = BENCH_DIR / "data"
 RESULTS_DIR = BENCH_DIR / "results"
 TMP_DIR = RESULTS_DIR / "tmp"
 REFERENCE = "terabatch"
-PEER_PACKAGES = ("polars", "duckdb", "pandas", "pyarrow")
+# Contenders that take the --memory budget; the others have no such setting.
+BUDGETED = ("terabatch", "dask")
+PEER_PACKAGES = ("polars", "duckdb", "pandas", "pyarrow", "dask")
 STDERR_TAIL_CHARS = 2000
 TABLE_STATUS_CHARS = 120
 
@@ -40,9 +42,9 @@ T = TypeVar("T")
 # inputs and outputs ----------------------------------------------------------------------------
 
 
-def ensure_data(rows: int, seed: int) -> Path:
-    """Path of the input CSV for ``rows`` rows, generating it first if needed."""
-    path = default_path(rows, DATA_DIR)
+def ensure_data(rows: int, seed: int, data_dir: Path = DATA_DIR) -> Path:
+    """Path of the input CSV for ``rows`` rows in ``data_dir``, generating it first if needed."""
+    path = default_path(rows, data_dir)
     if not is_complete(path, rows, seed):
         print(f"generating {path} ...", flush=True)
         start = time.perf_counter()
@@ -199,7 +201,9 @@ def report_header(title: str, info: dict[str, object], args: argparse.Namespace)
         f"# {title}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
         "",
         f"- command: `python {' '.join(sys.argv)}`",
-        f"- terabatch memory budget: {args.memory or 'none'}; repetitions: {args.repeat}",
+        f"- memory budget: {args.memory or 'none'} (given to "
+        f"{', '.join(c for c in args.contenders if c in BUDGETED) or 'no contender'}); "
+        f"repetitions: {args.repeat}",
         f"- CPU: {info['cpu_model']}; cores: {info['logical_cores']} logical, "
         f"{info['physical_cores']} physical; RAM: {info['ram_gib']} GiB",
         f"- OS: {info['os']}; Python {info['python']}; git: {info['git_revision']}",
@@ -219,7 +223,7 @@ def write_results(
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = RESULTS_DIR / f"{prefix}_{time.strftime('%Y%m%d-%H%M%S')}"
     payload = {"command": sys.argv, "args": vars(args), "machine": info, **sections}
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     path = stem.with_suffix(".md")
     path.write_text(report)
     return path
@@ -231,12 +235,22 @@ def write_results(
 def add_run_options(
     parser: argparse.ArgumentParser, contenders: Sequence[str], memory: str | None
 ) -> None:
-    """The options every runner has: sizes, contenders, budget, repetitions, timeout, seed."""
+    """The options every runner has: sizes, contenders, budget, repetitions, timeout, seed and
+    where the input data is."""
     parser.add_argument("--rows", type=parse_rows, nargs="+", default=[10**7], help="e.g. 1e7 1e8")
     parser.add_argument("--contenders", nargs="+", choices=contenders, default=list(contenders))
     parser.add_argument(
-        "--memory", default=memory, help=f"terabatch memory budget, e.g. 1GB (default: {memory})"
+        "--memory",
+        default=memory,
+        help=f"memory budget of {', '.join(c for c in BUDGETED if c in contenders)}, e.g. 1GB "
+        f"(default: {memory})",
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds over all contenders")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     parser.add_argument("--seed", type=int, default=0, help="seed for generated data")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="where input data is found or generated (default: bench/data)",
+    )

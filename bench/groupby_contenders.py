@@ -7,9 +7,8 @@ answer as Parquet (a file, or a directory of files) for the runner to check.
 
 The questions are the ten db-benchmark group-by questions on the G1 table; ``QUESTIONS``
 holds their keys, the columns they read, their result columns and DuckDB's SQL, and
-``polars_aggs`` the Polars aggregations that terabatch and polars share. To add a contender
-(dask, say), write ``run_<name>(question, src, out, memory)`` and register it in
-``CONTENDERS``.
+``polars_aggs`` the Polars aggregations that terabatch and polars share. To add a contender,
+write ``run_<name>(question, src, out, memory)`` and register it in ``CONTENDERS``.
 
 Usage:
     python bench/groupby_contenders.py CONTENDER QUESTION SRC OUT [--memory 2GB]
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
     import pandas as pd
     import polars as pl
     from pandas.api.typing import DataFrameGroupBy
@@ -341,11 +341,97 @@ def run_pandas_mp(question: str, src: Path, out: Path, memory: str | None) -> No
         shutil.rmtree(spill, ignore_errors=True)
 
 
+# dask ------------------------------------------------------------------------------------------
+#
+# dask.dataframe on a LocalCluster of two single-threaded worker processes whose memory_limit
+# splits --memory (``dask_cluster.py``). Dask's defaults elsewhere: CSV blocks of at most
+# 64 MB, tree reductions whose number of output partitions Dask derives from the number of
+# blocks (so large answers such as q10's end in several files), and peer-to-peer shuffles for
+# q6's median and q8.
+
+DASK_CSV_DTYPES = {
+    **dict.fromkeys(("id1", "id2", "id3"), "string[pyarrow]"),
+    **dict.fromkeys(("id4", "id5", "id6", "v1", "v2"), "int64"),
+    "v3": "float64",
+}
+# Named aggregations of the questions that Dask's groupby().agg() answers directly.
+DASK_AGGS: dict[str, dict[str, tuple[str, str]]] = {
+    "q1": {"v1": ("v1", "sum")},
+    "q2": {"v1": ("v1", "sum")},
+    "q3": {"v1": ("v1", "sum"), "v3": ("v3", "mean")},
+    "q4": {"v1": ("v1", "mean"), "v2": ("v2", "mean"), "v3": ("v3", "mean")},
+    "q5": {"v1": ("v1", "sum"), "v2": ("v2", "sum"), "v3": ("v3", "sum")},
+    "q6": {"median_v3": ("v3", "median"), "sd_v3": ("v3", "std")},
+    "q7": {"v1_max": ("v1", "max"), "v2_min": ("v2", "min")},
+    "q10": {"v3": ("v3", "sum"), "count": ("v3", "size")},
+}
+
+
+def _dask_r2(sums: pd.DataFrame) -> pd.DataFrame:
+    """corr(v1, v2)^2 from the per-group sums of ``dask_answer``'s q9.
+
+    v1 and v2 are ints, so the sums and ``n * sum(xy) - sum(x) * sum(y)`` are exact in int64;
+    only the final ratio is rounded. Dask's own ``groupby().corr()`` combines the groups in a
+    Python loop and returns a matrix per group.
+    """
+    n = sums["n"]
+    cov = (n * sums["xy"] - sums["x"] * sums["y"]).astype("float64")
+    var_x = (n * sums["xx"] - sums["x"] ** 2).astype("float64")
+    var_y = (n * sums["yy"] - sums["y"] ** 2).astype("float64")
+    return sums.assign(r2=cov**2 / (var_x * var_y))
+
+
+def dask_answer(question: str, frame: dd.DataFrame) -> dd.DataFrame:
+    """The answer to ``question`` over ``frame`` as a lazy Dask frame of ``q.columns``."""
+    q = QUESTIONS[question]
+    keys = list(q.keys)
+    if q.top2:
+        # top-k merges, so each partition is cut to its top two per id6 before the shuffle
+        top = frame.map_partitions(_top2).shuffle(on="id6").map_partitions(_top2)
+        return top.rename(columns={"v3": "largest2_v3"})[q.columns]
+    if question == "q9":
+        v1, v2 = frame["v1"], frame["v2"]
+        moments = frame.assign(xy=v1 * v2, xx=v1 * v1, yy=v2 * v2)
+        sums = (
+            moments.groupby(keys, sort=False)
+            .agg(
+                n=("v1", "count"),
+                x=("v1", "sum"),
+                y=("v2", "sum"),
+                xy=("xy", "sum"),
+                xx=("xx", "sum"),
+                yy=("yy", "sum"),
+            )
+            .reset_index()
+        )
+        return sums.map_partitions(_dask_r2)[q.columns]
+    answer = frame.groupby(keys, sort=False).agg(**DASK_AGGS[question]).reset_index()
+    if question == "q7":
+        answer = answer.assign(range_v1_v2=answer["v1_max"] - answer["v2_min"])
+    return answer[q.columns]
+
+
+def run_dask(question: str, src: Path, out: Path, memory: str | None) -> None:
+    """``dd.read_csv(src).groupby(keys).agg(...)`` on a memory-limited LocalCluster, written
+    with ``to_parquet`` by the workers. Writes a directory of ``part.<i>.parquet`` files."""
+    import dask.dataframe as dd
+    from dask_cluster import dask_cluster
+
+    q = QUESTIONS[question]
+    columns = [*q.keys, *q.values]
+    with dask_cluster(out.with_name(out.name + ".dask"), memory) as cluster:
+        frame = dd.read_csv(src, usecols=columns, dtype={c: DASK_CSV_DTYPES[c] for c in columns})
+        answer = dask_answer(question, frame)
+        write = answer.to_parquet(out, compression="zstd", write_index=False, compute=False)
+        cluster.compute(write)
+
+
 CONTENDERS: dict[str, Callable[[str, Path, Path, str | None], None]] = {
     "terabatch": run_terabatch,
     "polars": run_polars,
     "duckdb": run_duckdb,
     "pandas_mp": run_pandas_mp,
+    "dask": run_dask,
 }
 
 
@@ -355,7 +441,7 @@ def main() -> None:
     parser.add_argument("question", choices=QUESTIONS)
     parser.add_argument("src", type=Path, help="input CSV")
     parser.add_argument("out", type=Path, help="output file or directory (must not exist)")
-    parser.add_argument("--memory", default=None, help="memory budget (terabatch only)")
+    parser.add_argument("--memory", default=None, help="memory budget (terabatch, dask)")
     args = parser.parse_args()
     CONTENDERS[args.contender](args.question, args.src, args.out, args.memory)
 

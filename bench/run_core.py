@@ -247,7 +247,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
     TMP_DIR.mkdir(parents=True, exist_ok=True)
     for rows in args.rows:
-        src = ensure_data(rows, args.seed)
+        src = ensure_data(rows, args.seed, args.data_dir)
         warm_page_cache(src)
         for task in args.tasks:
             for rep in range(args.repeat):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import polars as pl
 from common import (
+    BUDGETED,
     REFERENCE,
     STDERR_TAIL_CHARS,
     TMP_DIR,
@@ -194,7 +195,7 @@ def contender_command(
 ) -> list[str]:
     """Command line that runs one contender on one question."""
     cmd = [sys.executable, str(CONTENDER_SCRIPT), contender, question, str(src), str(out)]
-    if contender == REFERENCE and memory is not None:
+    if contender in BUDGETED and memory is not None:
         cmd += ["--memory", memory]
     return cmd
 
@@ -254,7 +255,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
     references = ReferenceAnswers(args.timeout)
     try:
         for rows in args.rows:
-            src = ensure_data(rows, args.seed)
+            src = ensure_data(rows, args.seed, args.data_dir)
             warm_page_cache(src)
             for question in args.questions:
                 for rep in range(args.repeat):

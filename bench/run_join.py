@@ -32,8 +32,8 @@ from pathlib import Path
 
 import polars as pl
 from common import (
+    BUDGETED,
     DATA_DIR,
-    REFERENCE,
     STDERR_TAIL_CHARS,
     TMP_DIR,
     add_run_options,
@@ -64,14 +64,14 @@ Checksum = tuple[int, float, float]
 # data and answers ------------------------------------------------------------------------------
 
 
-def ensure_join_data(rows: int, seed: int) -> dict[str, Path]:
-    """Paths of the J1 tables for ``rows`` rows, generating them first if needed."""
-    if not is_complete(rows, seed, DATA_DIR):
+def ensure_join_data(rows: int, seed: int, data_dir: Path = DATA_DIR) -> dict[str, Path]:
+    """Paths of the J1 tables for ``rows`` rows in ``data_dir``, generating them if needed."""
+    if not is_complete(rows, seed, data_dir):
         print(f"generating J1 tables for {rows_label(rows)} rows ...", flush=True)
         start = time.perf_counter()
-        generate(rows, seed=seed, data_dir=DATA_DIR, force=True)
+        generate(rows, seed=seed, data_dir=data_dir, force=True)
         print(f"generated in {time.perf_counter() - start:.1f} s", flush=True)
-    return table_paths(rows, DATA_DIR)
+    return table_paths(rows, data_dir)
 
 
 def checksum(path: Path) -> Checksum:
@@ -138,7 +138,7 @@ def contender_command(
     y = tables[QUESTIONS[question].table]
     cmd = [sys.executable, str(CONTENDER_SCRIPT), contender, question]
     cmd += [str(tables["x"]), str(y), str(out)]
-    if contender == REFERENCE and memory is not None:
+    if contender in BUDGETED and memory is not None:
         cmd += ["--memory", memory]
     return cmd
 
@@ -213,7 +213,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
     references = ReferenceChecksums(args.timeout)
     try:
         for rows in args.rows:
-            tables = ensure_join_data(rows, args.seed)
+            tables = ensure_join_data(rows, args.seed, args.data_dir)
             for path in tables.values():
                 warm_page_cache(path)
             for question in args.questions:
