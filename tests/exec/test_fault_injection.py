@@ -29,6 +29,11 @@ def _slow(frame: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
+def _slow_reduce(frame: pl.DataFrame) -> pl.DataFrame:
+    time.sleep(0.5)  # leaves a reduce task running when the killer strikes, even on a busy CI
+    return frame
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("faults") / "src"
@@ -45,7 +50,7 @@ def _pipeline(src: Path) -> tb.Dataset:
         .map_batches(_slow, batch_size=500)
         .group_by("k")
         .agg(total=pl.col("v").sum(), n=pl.len())
-        .map_batches(_slow)
+        .map_batches(_slow_reduce)
     )
 
 

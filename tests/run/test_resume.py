@@ -32,11 +32,17 @@ DRIVER = textwrap.dedent(
         time.sleep(0.2)
         return frame.with_columns(w=pl.col("v") * 2)
 
+    def slow_reduce(frame):
+        # Says that the reduce stage has started, then takes long enough to be killed in it.
+        open(out + ".reducing", "w").close()
+        time.sleep(1.0)
+        return frame
+
     ds = tb.read_csv(src + "/*.csv")
     if kind == "narrow":
         ds = ds.map_batches(slow)
     else:
-        ds = ds.group_by("k").agg(pl.col("v").sum(), n=pl.len()).map_batches(slow)
+        ds = ds.group_by("k").agg(pl.col("v").sum(), n=pl.len()).map_batches(slow_reduce)
     summary = ds.write_parquet(out, workers=int(sys.argv[4]), progress=False)
     print(summary.resumed_tasks, summary.rows_written)
     """
@@ -81,7 +87,7 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "workers", "stage_prefix", "done_before_kill"),
-    [("narrow", 2, "000-", 3), ("groupby", 1, "001-", 1)],
+    [("narrow", 2, "000-", 3), ("groupby", 1, "000-", 16)],
     ids=["narrow-map", "groupby-reduce"],
 )
 def test_killed_driver_resumes_to_byte_identical_output(
@@ -90,7 +96,15 @@ def test_killed_driver_resumes_to_byte_identical_output(
     src = _inputs(tmp_path)
     out = tmp_path / "out"
     proc = _driver(tmp_path, src, out, kind, workers)
-    _kill_when(proc, lambda: len(_markers(out, stage_prefix)) >= done_before_kill)
+    reducing = Path(f"{out}.reducing")
+    _kill_when(
+        proc,
+        lambda: (
+            len(_markers(out, stage_prefix)) >= done_before_kill
+            and (kind != "groupby" or reducing.exists())
+        ),
+    )
+    reducing.unlink(missing_ok=True)
     assert not (out / "_SUCCESS").exists()
     assert visible_files(out) == {}
 
