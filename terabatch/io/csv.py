@@ -237,7 +237,7 @@ def read_split(
                 raise ValueError("field count mismatch")
         except (pl.exceptions.PolarsError, ValueError):
             bad = _BadRowReporter(split, storage_options, chunk, on_bad_rows, line)
-            frame = _slow_parse(chunk, schema, options, bad).select(wanted)
+            frame = _slow_parse(schema, options, bad).select(wanted)
         yield frame, chunk
         if line is not None:
             line += count_lines(chunk.data)
@@ -274,12 +274,10 @@ class _BadRowReporter:
         current().add(self.mode, self.split.file.path, line, offset_in_file, raw, reason)
 
 
-def _slow_parse(
-    chunk: Chunk, schema: pl.Schema, options: CsvOptions, bad: _BadRowReporter
-) -> pl.DataFrame:
-    """Parse a chunk row by row; send each bad row to ``bad``; return the good rows."""
+def _slow_parse(schema: pl.Schema, options: CsvOptions, bad: _BadRowReporter) -> pl.DataFrame:
+    """Parse ``bad``'s chunk row by row; send each bad row to ``bad``; return the good rows."""
     names = list(schema.names())
-    text = bytes(chunk.data).decode("utf-8", errors="surrogateescape")
+    text = bad.data.decode("utf-8", errors="surrogateescape")  # the chunk, copied once
     lines = text.split("\n")
     rows: list[list[str]] = []
     row_lines: list[int] = []

@@ -277,18 +277,19 @@ class Job:
         last = index == len(self.stages) - 1
         quarantine = self.state.url("quarantine", f"stage-{index:03d}") if counts else None
 
-        def account(result: TaskResult) -> None:
+        def count(result: TaskResult) -> None:
+            """Rows, bytes, spill and progress of a task, finished now or by an earlier run."""
             if counts:
                 self.account.add(result, stage.reads_input, last)
-
-        def on_result(result: TaskResult) -> None:
-            account(result)
             self._count_spill(result)
             if stage.reads_input:
                 self.summary.rows_read += result.rows_in
                 self.summary.bytes_read += result.bytes_in
                 self.summary.row_groups_read += result.row_groups
             progress.advance(result.rows_in, result.bytes_in)
+
+        def on_result(result: TaskResult) -> None:
+            count(result)
             if self.persistent and result.frame is None and result.spill_path is None:
                 self.state.record(index, result)
 
@@ -300,15 +301,8 @@ class Job:
         )
         for task in stage.tasks:
             if task.task_id in committed:
-                result = committed[task.task_id]
-                account(result)
-                self._count_spill(result)
-                if stage.reads_input:
-                    self.summary.rows_read += result.rows_in
-                    self.summary.bytes_read += result.bytes_in
-                    self.summary.row_groups_read += result.row_groups
-                progress.advance(result.rows_in, result.bytes_in)
-                yield result
+                count(committed[task.task_id])
+                yield committed[task.task_id]
         yield from iter_results(
             self.executor,
             todo,
