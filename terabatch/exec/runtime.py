@@ -7,6 +7,7 @@ retried or duplicated attempt never leaves a mix of files.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import posixpath
@@ -239,3 +240,23 @@ def configure_worker() -> None:
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     pa.set_cpu_count(1)
     pa.set_io_thread_count(2)
+    _reuse_freed_chunks()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _reuse_freed_chunks() -> None:
+    """Let glibc's malloc keep freed input chunks for the next one.
+
+    By default a block above 128 KiB is mapped fresh and unmapped on free, so every chunk read
+    into a new ``bytes`` pays a page fault per 4 KiB page: six times the cost of the read itself
+    (measured: 19 ms against 3 ms per 32 MiB). Chunks stay under the 32 MiB ceiling glibc
+    allows here (``MAX_CHUNK``). Other C libraries keep their own defaults.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 128 << 20)

@@ -8,7 +8,7 @@ everything the two formats share: where a split starts, how lines are counted fo
 from __future__ import annotations
 
 import codecs
-import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -22,6 +22,7 @@ from terabatch.io.schema_drift import Layout
 from terabatch.io.splits import iter_record_chunks, plan_ranges
 
 PYARROW_CODEC = {"gzip": "gzip", "zstd": "zstd", "bz2": "bz2"}
+_TAIL_WINDOW = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,9 @@ class TextSplit:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Whole records read from a split, and the offset of its first byte in the split.
+    """Whole records read from a split, and the offset of its first byte in the split."""
 
-    ``data`` is a memoryview of a mapped region for local uncompressed files: parse it before
-    asking for the next chunk, which unmaps it.
-    """
-
-    data: bytes | memoryview
+    data: bytes
     offset: int
 
 
@@ -117,7 +114,7 @@ def iter_chunks(
 ) -> Iterator[Chunk]:
     """Yield the split's records in chunks; line numbers are only counted when asked for."""
     if split.end is not None and not quoted and is_local(split.file.path):
-        yield from _mapped_chunks(split, storage_options, chunk_bytes)
+        yield from _local_chunks(split, storage_options, chunk_bytes)
         return
     lines = 0  # whole lines yielded from a compressed stream, to say where it broke
     with open_text(split.file, storage_options) as f:
@@ -147,37 +144,60 @@ def iter_chunks(
             ) from None
 
 
-def _mapped_chunks(split: TextSplit, storage_options: dict, chunk_bytes: int) -> Iterator[Chunk]:
-    """Chunks of a local file as views of memory-mapped regions: no read() copy.
+def _local_chunks(split: TextSplit, storage_options: dict, chunk_bytes: int) -> Iterator[Chunk]:
+    """Chunks of a local uncompressed file, each read with one ``pread`` of whole records.
 
-    Only one chunk is mapped at a time, so the resident file pages stay within one chunk.
+    The end of each chunk's last record is found first by reading back from the chunk's end,
+    so the chunk itself is read straight into the ``bytes`` the parser takes: no second copy.
     """
     assert split.end is not None
     path = split.file.path
     handle = open_input(split.file, storage_options)
     try:
-        pos, want = split.start, chunk_bytes
+        fd = handle.fileno()
+        pos = split.start
         while pos < split.end:
-            stop = min(pos + want, split.end)
-            base = pos - pos % mmap.ALLOCATIONGRANULARITY
-            region = mmap.mmap(handle.fileno(), stop - base, offset=base, access=mmap.ACCESS_READ)
-            cut = stop if stop == split.end else region.rfind(b"\n", pos - base) + 1 + base
-            if cut <= base:
-                # One record longer than the chunk: map a larger region.
-                region.close()
-                want *= 2
-                continue
-            view = memoryview(region)[pos - base : cut - base]
-            try:
-                yield Chunk(view, pos - split.start)
-            finally:
-                view.release()
-                region.close()
-            pos, want = cut, chunk_bytes
-    except (OSError, ValueError) as exc:
+            cut = _record_end(fd, pos, split.end, chunk_bytes)
+            data = _pread_exactly(fd, cut - pos, pos, path)
+            yield Chunk(data, pos - split.start)
+            pos = cut
+    except OSError as exc:
         raise InputReadError(f"{path}: cannot read ({_reason(exc, split.file)})") from None
     finally:
         handle.close()
+
+
+def _record_end(fd: int, pos: int, end: int, chunk_bytes: int) -> int:
+    """The end of the last whole line within ``chunk_bytes`` of ``pos`` (the split's end at
+    most); a line longer than ``chunk_bytes`` ends the chunk wherever it ends."""
+    stop = min(pos + chunk_bytes, end)
+    if stop == end:
+        return end
+    back = stop
+    while back > pos:
+        window = os.pread(fd, min(_TAIL_WINDOW, back - pos), max(pos, back - _TAIL_WINDOW))
+        hit = window.rfind(b"\n")
+        if hit >= 0:
+            return back - len(window) + hit + 1
+        back -= len(window)
+    # No line ends within the chunk: it ends after it.
+    forward = stop
+    while forward < end:
+        window = os.pread(fd, min(_TAIL_WINDOW, end - forward), forward)
+        if not window:
+            return end
+        hit = window.find(b"\n")
+        if hit >= 0:
+            return forward + hit + 1
+        forward += len(window)
+    return end
+
+
+def _pread_exactly(fd: int, nbytes: int, offset: int, path: str) -> bytes:
+    data = os.pread(fd, nbytes, offset)
+    if len(data) != nbytes:
+        raise InputReadError(f"{path}: file shrank during the run (it was planned larger); rerun")
+    return data
 
 
 def _skip(f: BinaryIO, nbytes: int) -> None:
@@ -205,7 +225,7 @@ def line_of(split: TextSplit, storage_options: dict, offset_in_split: int) -> in
     return newlines + 1
 
 
-def count_lines(data: bytes | memoryview) -> int:
+def count_lines(data: bytes) -> int:
     """The number of line breaks in ``data``.
 
     >>> count_lines(b"a\\nb\\n")

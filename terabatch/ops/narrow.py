@@ -25,6 +25,7 @@ from terabatch.plan.nodes import (
     Head,
     MapBatches,
     Narrow,
+    Precombine,
     Rename,
     SampleKeys,
     Select,
@@ -153,6 +154,7 @@ def _isolate_bad_rows(op: MapBatches, origin: str, frame: pl.DataFrame) -> list[
 
 _REDUCE = {
     Head: shuffle_ops.head,
+    Precombine: shuffle_ops.precombine,
     Aggregate: shuffle_ops.aggregate,
     Unique: shuffle_ops.unique,
     Window: shuffle_ops.window,

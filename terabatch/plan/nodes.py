@@ -106,6 +106,16 @@ class SampleKeys:
 
 
 @dataclass(frozen=True, eq=False)
+class Precombine:
+    """Physical, the map side of a shuffle: ``shrink`` (a partial ``Aggregate``, or a ``Unique``)
+    over all of a task's batches at once, up to ``hold_bytes`` of rows at a time."""
+
+    child: Node
+    shrink: Aggregate | Unique
+    hold_bytes: int
+
+
+@dataclass(frozen=True, eq=False)
 class Join:
     """Join ``child`` (left) with ``other`` (right) on key columns, after a shuffle of both."""
 
@@ -175,6 +185,7 @@ Node = (
     | Window
     | Sort
     | SampleKeys
+    | Precombine
     | Join
     | BroadcastJoin
 )

@@ -16,6 +16,7 @@ from terabatch.plan.nodes import (
     Aggregate,
     Join,
     Narrow,
+    Precombine,
     Select,
     Shuffle,
     Sort,
@@ -52,17 +53,19 @@ def shuffle_keys(op: Aggregate | Unique | Window | Sort) -> tuple[tuple[str, ...
 
 
 def map_and_reduce_ops(
-    op: Aggregate | Unique | Window | Sort, keys: tuple[str, ...]
-) -> tuple[tuple[Narrow | Shuffle, ...], tuple[Narrow | Shuffle, ...]]:
-    """Operators for the map side (per batch) and the reduce side (per whole partition).
+    op: Aggregate | Unique | Window | Sort, keys: tuple[str, ...], hold_bytes: int
+) -> tuple[tuple[Narrow | Shuffle | Precombine, ...], tuple[Narrow | Shuffle, ...]]:
+    """Operators for the map side (over a task's batches) and the reduce side (per whole
+    partition).
 
-    Decomposable aggregations and ``unique(keep != "none")`` shrink each batch before the
-    shuffle; everything else ships rows and is computed whole on the reduce side.
+    Decomposable aggregations and ``unique(keep != "none")`` shrink a task's rows (up to
+    ``hold_bytes`` of them at a time) before the shuffle; everything else ships rows and is
+    computed whole on the reduce side.
     """
     if isinstance(op, Window | Sort):
         return (), (op,)
     if isinstance(op, Unique):
-        per_batch = (op,) if op.keep != "none" else ()
+        per_batch = (Precombine(op.child, op, hold_bytes),) if op.keep != "none" else ()
         return per_batch, (op,)
     key_columns = tuple(pl.col(n) for n in keys)
     named_keys = tuple(
@@ -77,10 +80,12 @@ def map_and_reduce_ops(
         finals = tuple(pl.col(n) for n in names) or tuple(pl.col(output_name(a)) for a in op.aggs)
         return (), (replace(op, keys=key_columns), Select(op, (*named_keys, *finals)))
     final = tuple(f.cast(direct[output_name(f)]) if direct is not None else f for f in split.final)
+    combine = replace(op, keys=key_columns, aggs=split.combine)
+    partial = replace(op, keys=key_columns, aggs=split.partial)
     return (
-        (replace(op, keys=key_columns, aggs=split.partial),),
+        (Precombine(op.child, partial, hold_bytes),),
         (
-            replace(op, keys=key_columns, aggs=split.combine),
+            combine,
             Select(op, (*named_keys, *final)),
         ),
     )

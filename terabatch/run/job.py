@@ -56,7 +56,8 @@ WORKER_BASELINE = 130 << 20
 WORKER_FIXED = 80 << 20
 CHUNK_FACTOR = 8
 HEADROOM = 0.9
-MIN_CHUNK, MAX_CHUNK = 1 << 20, 32 << 20
+# Under glibc's 32 MiB mmap ceiling, so workers reuse freed chunks (exec/runtime.py).
+MIN_CHUNK, MAX_CHUNK = 1 << 20, 24 << 20
 MIN_SPLIT, MAX_SPLIT = 8 << 20, 256 << 20
 MAX_PARTITION, MAX_PARTITIONS = 256 << 20, 1024
 SPILL_SHARE_OF_FREE_DISK = 0.9

@@ -1,0 +1,89 @@
+"""Run one Polars streaming query over a Python stream of batches.
+
+Polars' streaming engine keeps one hash table across all the batches it is fed, which is what a
+map task wants for pre-combining: each key leaves the task once, and no partial is hashed twice.
+The engine pulls the batches itself, from one of its own threads, so three things are carried
+over by hand: the caller's context variables (the bad-row collector), the exceptions raised while
+producing a batch (re-raised unchanged in the caller, instead of as a Polars error), and a bound
+on how many bytes one query is fed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from terabatch.io.sources import Batch
+
+
+class _Feed:
+    """Batches for one query: until ``limit_bytes`` are fed, the stream ends or its schema
+    changes (the next query starts with the batch that changed it)."""
+
+    def __init__(self, first: Batch, rest: Iterator[Batch], limit_bytes: int) -> None:
+        self.pending: Batch | None = first
+        self.rest, self.limit_bytes = rest, limit_bytes
+        self.schema = first.frame.schema
+        self.origin = first.origin
+        self.context = contextvars.copy_context()
+        self.error: BaseException | None = None
+        self.exhausted = False
+
+    def _next(self) -> Batch | None:
+        try:
+            return next(self.rest)
+        except StopIteration:
+            self.exhausted = True
+            return None
+
+    def frames(
+        self,
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        fed = 0
+        while self.pending is not None and fed < self.limit_bytes:
+            frame = self.pending.frame
+            if frame.schema != self.schema:
+                return
+            fed += frame.estimated_size()
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            yield frame.select(with_columns) if with_columns is not None else frame
+            try:
+                self.pending = self.context.run(self._next)
+            except BaseException as exc:  # re-raised by ``stream_query`` in the caller
+                self.error, self.pending = exc, None
+                return
+
+
+def stream_query(
+    batches: Iterator[Batch],
+    query: Callable[[pl.LazyFrame], pl.LazyFrame],
+    limit_bytes: int,
+) -> Iterator[Batch]:
+    """``query`` over the stream, as one streaming query per ``limit_bytes`` of batches.
+
+    Each query's result is one batch. The bound keeps the engine's state (a hash table over at
+    most that many bytes of rows) within a worker's memory.
+    """
+    rest = iter(batches)
+    pending = next(rest, None)
+    while pending is not None:
+        feed = _Feed(pending, rest, limit_bytes)
+        source = register_io_source(feed.frames, schema=feed.schema, validate_schema=False)
+        try:
+            result = query(source).collect(engine="streaming")
+        except pl.exceptions.PolarsError:
+            if feed.error is not None:
+                raise feed.error from None
+            raise
+        if feed.error is not None:
+            raise feed.error
+        yield Batch(result, feed.origin)
+        pending = feed.pending
