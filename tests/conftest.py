@@ -22,7 +22,20 @@ import pytest
 from helpers import make_frame
 from s3_server import S3Bucket, S3Server
 
+import terabatch.plan.coalesce as coalesce_module
 import terabatch.run.job as job_module
+
+
+@pytest.fixture(autouse=True)
+def several_reduce_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a small shuffle's reduce stage in several tasks, as a large one would be.
+
+    A job reduces shuffle partitions holding less than ``MIN_TASK_MEMORY`` together
+    (``terabatch.plan.coalesce``): the kilobyte shuffles of tests would all be reduced by one
+    task, and the code that meets several reduce tasks (a sort's order across files, a kill
+    during the reduce stage) would go untested. Tests of that grouping set it back.
+    """
+    monkeypatch.setattr(coalesce_module, "MIN_TASK_MEMORY", 0)
 
 
 @pytest.fixture

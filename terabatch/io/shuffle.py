@@ -22,7 +22,7 @@ PARTITION_COLUMN = "__terabatch_partition"
 # In memory, rows take about this many times their zstd-compressed IPC size (db-benchmark
 # table), and a reduce operation (Polars' group_by, sort) needs about as much again.
 EXPANSION, WORKING_FACTOR = 4, 2
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 @dataclass(frozen=True, eq=False)

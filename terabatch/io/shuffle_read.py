@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,14 +31,41 @@ IN_MEMORY_SEED = 97
 
 @dataclass(frozen=True)
 class ShufflePartition:
-    """Partition ``index`` of shuffle number ``shuffle``: the split of one reduce task."""
+    """Partitions ``index`` to ``index + count - 1`` of shuffle number ``shuffle``: the split
+    of one reduce task (several small partitions are reduced together)."""
 
     index: int
     nbytes: int = 0
     shuffle: int = 1
+    count: int = 1
 
     def describe(self) -> str:
-        return f"shuffle {self.shuffle} partition {self.index}"
+        if self.count == 1:
+            return f"shuffle {self.shuffle} partition {self.index}"
+        last = self.index + self.count - 1
+        return f"shuffle {self.shuffle} partitions {self.index}-{last}"
+
+
+_MAP_OUTPUT = re.compile(r"map-(\d+)/part-(\d+)\.arrow")
+
+
+def map_outputs(fs, directory: str) -> dict[int, list[tuple[int, str, int]]]:
+    """(map task, path, bytes) of every file of a finished map stage, by partition, from one
+    listing.
+
+    Only committed map outputs count: attempts in progress and a reduce task's scratch pieces
+    live under other names.
+    """
+    if not fs.exists(directory):
+        return {}
+    found: dict[int, list[tuple[int, str, int]]] = {}
+    root = directory.rstrip("/") + "/"
+    for path, info in fs.find(directory, detail=True).items():
+        match = _MAP_OUTPUT.fullmatch(path[len(root) :]) if path.startswith(root) else None
+        if match is not None:
+            entry = (int(match.group(1)), path, int(info.get("size") or 0))
+            found.setdefault(int(match.group(2)), []).append(entry)
+    return found
 
 
 @dataclass(frozen=True)
@@ -61,14 +89,28 @@ class ShuffleSource:
         """The filesystem of the shuffle directory, and the directory's path on it."""
         return filesystem(self.directory, self.storage_options or {})
 
+    def partition_bytes(self) -> dict[int, int]:
+        """Bytes on disk of each partition, once the map stage has finished."""
+        outputs = map_outputs(*self.location())
+        return {p: sum(size for _, _, size in files) for p, files in outputs.items()}
+
     def piece(self, fs, split: ShufflePartition) -> Piece:
-        """Partition ``split.index``'s files, one per map task that wrote rows to it."""
-        paths = [
-            path
-            for task_id in range(self.map_tasks)
-            if fs.exists(path := partition_file(self.directory, task_id, split.index))
+        """The split's files: per partition, one per map task that wrote rows to it, in map
+        task order (which keeps ``first`` and ``last`` exact)."""
+        if split.count == 1:
+            paths = [
+                path
+                for task_id in range(self.map_tasks)
+                if fs.exists(path := partition_file(self.directory, task_id, split.index))
+            ]
+            return Piece(tuple(paths), sum(fs.size(p) for p in paths))
+        outputs = map_outputs(fs, self.location()[1])
+        files = [
+            entry
+            for partition in range(split.index, split.index + split.count)
+            for entry in sorted(outputs.get(partition, ()))
         ]
-        return Piece(tuple(paths), sum(fs.size(p) for p in paths))
+        return Piece(tuple(path for _, path, _ in files), sum(size for *_, size in files))
 
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int

@@ -39,6 +39,7 @@ from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSin
 from terabatch.io.sources import Batch
 from terabatch.io.storage import filesystem, storage_errors
 from terabatch.ops.narrow import compile_ops
+from terabatch.plan.coalesce import coalesce_stage
 from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
@@ -240,11 +241,22 @@ class Job:
                         self.state.save_frames(i, frames)
                 self.stages[i + 1 :] = fill_later(stage, frames, self.stages[i + 1 :])
                 continue
+            self._coalesce(i)
             for _ in self._run_stage(i, monitor, reporter, self._shuffle_dirs, None):
                 pass
-        self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
         last = len(self.stages) - 1
+        self._coalesce(last)
+        self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
         yield from self._run_stage(last, monitor, reporter, dirs, max_waiting)
+
+    def _coalesce(self, index: int) -> None:
+        """Group a reduce stage's small partitions, now that the map stage wrote them."""
+        assert self.executor is not None
+        before = len(self.stages[index].tasks)
+        self.stages[index] = coalesce_stage(
+            self.stages[index], self.executor.workers, self.sizing.data_room
+        )
+        self.summary.tasks -= before - len(self.stages[index].tasks)
 
     def _count_spill(self, result: TaskResult) -> None:
         """Stop the job once shuffle files pass the spill limit, before the disk fills."""

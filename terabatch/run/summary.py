@@ -46,17 +46,26 @@ class JobSummary:
         lines = [
             f"rows read {self.rows_read:,} = written {self.rows_written:,} + filtered "
             f"{self.rows_filtered:,}" + (f" + bad {self.rows_bad:,}" if self.rows_bad else ""),
-            f"read {format_size(self.bytes_read)} in {self.tasks} tasks{resumed} on "
-            f"{self.workers} workers, "
+            f"read {format_size(self.bytes_read)} in {_count(self.tasks, 'task')}{resumed} on "
+            f"{_count(self.workers, 'worker')}, "
             f"{self.seconds:.1f} s ({format_size(rate)}/s), "
             f"peak memory {format_size(self.peak_memory)}",
         ]
         if self.output is not None:
             lines.append(
-                f"wrote {self.files_written} files, {format_size(self.bytes_written)} "
+                f"wrote {_count(self.files_written, 'file')}, {format_size(self.bytes_written)} "
                 f"to {self.output}"
             )
         if self.rows_bad:
             where = f"quarantined in {self.quarantine}" if self.quarantine else "skipped"
             lines.append(f"{self.rows_bad:,} bad rows {where}")
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless one.
+
+    >>> _count(1, "file"), _count(2, "file")
+    ('1 file', '2 files')
+    """
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
