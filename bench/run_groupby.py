@@ -6,8 +6,9 @@ For every input size and question, the contenders are run round-robin within eac
 measured for that question alone (see ``peak_rss.py``). The input CSV is read once before
 timing so that every contender starts with it in the page cache.
 
-After each round the answers are checked against DuckDB's: sorted by the keys, keys equal,
-values equal within a tolerance (q8: the sorted values of every key). DuckDB's answer is the
+After each round the answers are checked against DuckDB's, out of core (``groupby_answers.py``):
+same rows, each key once, values equal within a tolerance (q8: the sorted values of every key),
+compared by DuckDB under a memory limit, spilling to ``bench/results/tmp``. DuckDB's answer is the
 first one its contender produced for that size and question; if duckdb is not among the
 contenders (or has not run yet), it is computed once, unmeasured. Answers go to
 ``bench/results/tmp`` and are deleted after the check.
@@ -29,7 +30,6 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import polars as pl
 from common import (
     BUDGETED,
     REFERENCE,
@@ -42,7 +42,6 @@ from common import (
     fmt,
     machine_info,
     markdown_table,
-    parquet_source,
     remove_output,
     report_header,
     rotated,
@@ -51,6 +50,7 @@ from common import (
     write_results,
 )
 from gen_groupby import rows_label
+from groupby_answers import check_answer
 from groupby_contenders import CONTENDERS, QUESTIONS
 from question_runs import Run, Summary, format_table, summarize
 
@@ -58,8 +58,7 @@ TITLES = {name: q.title for name, q in QUESTIONS.items()}
 CONTENDER_SCRIPT = Path(__file__).resolve().parent / "groupby_contenders.py"
 ANSWER_KEY = "duckdb"
 REFERENCE_DIR = TMP_DIR / "reference"
-RTOL = 1e-9
-ATOL = 1e-12
+CHECK_SPILL_DIR = TMP_DIR / "check-spill"
 DEFAULT_MEMORY = "2GB"
 
 
@@ -80,69 +79,7 @@ class Total:
     vs_terabatch: float | None
 
 
-# answers ---------------------------------------------------------------------------------------
-
-
-class MissingColumnsError(ValueError):
-    """An answer lacks some of the question's result columns."""
-
-
-def read_answer(path: Path, question: str) -> pl.DataFrame:
-    """An answer, one row per key (q8: per key and value), sorted, keys and results only."""
-    q = QUESTIONS[question]
-    frame = pl.read_parquet(parquet_source(path))
-    missing = [c for c in q.columns if c not in frame.columns]
-    if missing:
-        raise MissingColumnsError(f"columns {missing} missing (got {frame.columns})")
-    frame = frame.select(q.columns)
-    order = list(q.keys)
-    if q.top2:
-        (value,) = q.outputs
-        if isinstance(frame.schema[value], pl.List | pl.Array):
-            frame = frame.explode(value)
-        order.append(value)
-    return frame.sort(order)
-
-
-def _difference(what: str, answer: pl.DataFrame, expected: pl.DataFrame, bad: pl.Series) -> str:
-    index = int(bad.arg_true()[0])
-    return (
-        f"{what} differs in {bad.sum():,} rows, first: expected "
-        f"{expected.row(index, named=True)}, got {answer.row(index)}"
-    )
-
-
-def compare_answers(answer: pl.DataFrame, expected: pl.DataFrame, question: str) -> str | None:
-    """None if ``answer`` equals ``expected`` (both from ``read_answer``), else what differs."""
-    q = QUESTIONS[question]
-    if answer.height != expected.height:
-        return f"{answer.height:,} rows, expected {expected.height:,}"
-    for key in q.keys:
-        got = answer[key].cast(expected.schema[key], strict=False)
-        bad = got.ne_missing(expected[key])
-        if bad.any():
-            return _difference(f"key {key}", answer, expected, bad)
-    for column in q.outputs:
-        got = answer[column].cast(pl.Float64, strict=False).fill_nan(None)
-        want = expected[column].cast(pl.Float64, strict=False).fill_nan(None)
-        close = ((got - want).abs() <= ATOL + RTOL * want.abs()).fill_null(False)
-        bad = ~(close | (got.is_null() & want.is_null()))
-        if bad.any():
-            return _difference(column, answer, expected, bad)
-    return None
-
-
-def check_answer(out: Path, reference: Path, question: str) -> tuple[str, int | None]:
-    """Status (``ok`` or ``wrong answer: ...``) and row count of the answer at ``out``."""
-    try:
-        answer = read_answer(out, question)
-    except MissingColumnsError as exc:
-        return f"wrong answer: {exc}", None
-    except Exception as exc:  # any unreadable answer makes the run a failure
-        return f"error: unreadable answer: {exc}".splitlines()[0], None
-    difference = compare_answers(answer, read_answer(reference, question), question)
-    status = "ok" if difference is None else f"wrong answer: {difference}"
-    return status, answer.height
+# reference answers -----------------------------------------------------------------------------
 
 
 class ReferenceAnswers:
@@ -237,7 +174,9 @@ def check_round(round_runs: list[Run], src: Path, references: ReferenceAnswers) 
         if run.returncode == 0:
             reference = references.get(run.rows, run.question, src)
             if isinstance(reference, Path):
-                run.status, run.rows_out = check_answer(out, reference, run.question)
+                run.status, run.rows_out = check_answer(
+                    out, reference, run.question, CHECK_SPILL_DIR
+                )
             else:
                 run.status = f"unchecked: no {ANSWER_KEY} answer ({reference})"
         remove_output(out)
