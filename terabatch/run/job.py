@@ -98,7 +98,7 @@ def size_job(options: RunOptions, input_bytes: int) -> Sizing:
         worker_memory = int(usable / workers)
         room = worker_memory - WORKER_BASELINE - WORKER_FIXED
         chunk = max(MIN_CHUNK, min(MAX_CHUNK, int(room // CHUNK_FACTOR)))
-    split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 16)))
+    split = min(MAX_SPLIT, max(MIN_SPLIT, input_bytes // (workers * 8)))
     # A reduce task holds its whole partition and Polars' hash tables over it, which for many
     # keys (db-benchmark q10) take several times the partition: a tenth of the room each.
     data_room = None if worker_memory is None else worker_memory - WORKER_BASELINE - WORKER_FIXED
