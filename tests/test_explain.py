@@ -39,7 +39,7 @@ def test_group_by_then_sort_then_head(left: tb.Dataset) -> None:
         '  group_by col("k") agg col("v").sum().alias("n")  [shuffle 1]',
         "  sort by n desc  [shuffle 2]",
         "  head 3",
-        'stage 1: read csv; pre-combined per batch: sum; hash shuffle 1 on col("k")',
+        'stage 1: read csv; pre-combined per task: sum; hash shuffle 1 on col("k")',
         'stage 2: reduce shuffle 1: group_by col("k") on each whole partition; keep a sample '
         "of the sort keys n (first pass, for the ranges of shuffle 2)",
         'stage 3: reduce shuffle 1: group_by col("k") on each whole partition; range shuffle 2 '
@@ -54,7 +54,7 @@ def test_unique_then_holistic_group_by(left: tb.Dataset) -> None:
     assert lines[1:] == [
         "  unique on all columns, keep=any  [shuffle 1]",
         '  group_by col("k") agg col("w").median()  [shuffle 2]',
-        "stage 1: read csv; unique per batch (pre-combined); hash shuffle 1 on all columns",
+        "stage 1: read csv; unique per task (pre-combined); hash shuffle 1 on all columns",
         "stage 2: reduce shuffle 1: unique on all columns (keep=any) on each whole partition; "
         "no pre-combining (an aggregation needs all rows of a group); hash shuffle 2 on "
         'col("k")',
@@ -90,8 +90,8 @@ def test_shuffled_join_of_two_group_bys(
         "  inner join on k = k with:  [shuffle 3]",
         "    scan csv: 1 file(s), 8 B; columns [k, m]",
         '      group_by col("k") agg col("m").sum()  [shuffle 2]',
-        'stage 1: read csv; pre-combined per batch: len; hash shuffle 1 on col("k")',
-        'stage 2: read csv; pre-combined per batch: sum; hash shuffle 2 on col("k")',
+        'stage 1: read csv; pre-combined per task: len; hash shuffle 1 on col("k")',
+        'stage 2: read csv; pre-combined per task: sum; hash shuffle 2 on col("k")',
         'stage 3: reduce shuffle 1: group_by col("k") on each whole partition; hash shuffle 3 '
         "on k (left side of the join)",
         'stage 4: reduce shuffle 2: group_by col("k") on each whole partition; hash shuffle 3 '
@@ -108,7 +108,7 @@ def test_top_k_then_broadcast_join_then_sort(left: tb.Dataset, right: tb.Dataset
     probe = "one task over the rows the driver kept, left join of every batch with the collected"
     assert lines[-6:] == [
         "stage 1: read csv; each task keeps its top 5, the driver the top 5 of those",
-        'stage 2: read csv; pre-combined per batch: max; hash shuffle 1 on col("k")',
+        'stage 2: read csv; pre-combined per task: max; hash shuffle 1 on col("k")',
         'stage 3: reduce shuffle 1: group_by col("k") on each whole partition; the driver '
         "collects the right side of the left join (8 B of input, under the 64.0 MiB broadcast "
         "limit)",

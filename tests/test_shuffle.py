@@ -171,7 +171,7 @@ def test_explain_shows_the_shuffle(csv_file: Path) -> None:
     assert 'hash shuffle 1 on col("group")' in text
     assert "stage 2: reduce" in text
     assert "columns [group, value]" in text
-    assert "pre-combined per batch: sum" in text
+    assert "pre-combined per task: sum" in text
     holistic = tb.read_csv(csv_file).group_by("group").agg(pl.col("value").median()).explain()
     assert "no pre-combining" in holistic
     narrow = tb.read_csv(csv_file).select("value").explain()

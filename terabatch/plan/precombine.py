@@ -1,10 +1,11 @@
 """Split decomposable aggregations into a map-side partial and a reduce-side combine.
 
 ``sum``, ``min``, ``max``, ``count``, ``len``, ``mean`` (as sum and count), ``first`` and
-``last`` of a column can be computed per batch and combined later, so a map task ships one row
-per group and batch instead of every row. ``first`` and ``last`` stay exact because a reduce task
-reads map outputs in input order. If any aggregation of a ``group_by`` is not of this kind, none
-is split: the shuffle then carries the rows and the reduce side computes everything exactly.
+``last`` of a column can be computed over part of the rows and combined later, so a map task
+ships one row per group instead of every row. ``first`` and ``last`` stay exact because a reduce
+task reads map outputs in input order. If any aggregation of a ``group_by`` is not of this kind,
+none is split: the shuffle then carries the rows and the reduce side computes everything
+exactly.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What each shuffle kind (group_by, unique, window, sort, join) hashes on and runs on each side.
 
 The stage planner asks this module three things about a shuffle operator: the key columns the map
-side partitions on, the operators the map side runs per batch before writing (computed keys and
+side partitions on, the operators the map side runs over its rows before writing (computed keys and
 pre-combined aggregations), and the operators the reduce side runs on each whole partition.
 """
 
@@ -111,19 +111,19 @@ def describe_shuffle(op: Shuffle) -> str:
 
 
 def precombine_note(op: Aggregate | Unique | Window | Sort) -> str:
-    """Which work the map tasks do per batch before shuffling, for ``explain()``.
+    """Which work the map tasks do before shuffling, for ``explain()``.
 
     >>> from terabatch.plan.nodes import Aggregate
     >>> precombine_note(Aggregate(None, (pl.col("k"),), (pl.col("v").sum(), pl.len())))
-    'pre-combined per batch: sum, len'
+    'pre-combined per task: sum, len'
     >>> precombine_note(Aggregate(None, (pl.col("k"),), (pl.col("v").median(),)))
     'no pre-combining (an aggregation needs all rows of a group)'
     """
     if isinstance(op, Unique):
-        return "unique per batch (pre-combined)" if op.keep != "none" else ""
+        return "unique per task (pre-combined)" if op.keep != "none" else ""
     if isinstance(op, Window | Sort):
         return ""
     split = split_aggregations(op.aggs)
     if split is None:
         return "no pre-combining (an aggregation needs all rows of a group)"
-    return f"pre-combined per batch: {', '.join(k.lower() for k in split.kinds)}"
+    return f"pre-combined per task: {', '.join(k.lower() for k in split.kinds)}"
