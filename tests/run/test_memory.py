@@ -120,3 +120,21 @@ def test_memory_monitor_sees_memory_the_process_uses() -> None:
         time.sleep(0.05)
     assert monitor.peak >= baseline + (150 << 20)
     del block
+
+
+def test_memory_monitor_sees_children_started_after_it() -> None:
+    import subprocess
+    import sys
+
+    grow = "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(2)"
+    with MemoryMonitor(interval=0.01, relist=0.05) as monitor:
+        baseline = monitor.sample()
+        child = subprocess.Popen([sys.executable, "-c", grow])
+        try:
+            deadline = time.monotonic() + 10
+            while monitor.peak < baseline + (150 << 20) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+    assert monitor.peak >= baseline + (150 << 20)
