@@ -42,9 +42,10 @@ T = TypeVar("T")
 # inputs and outputs ----------------------------------------------------------------------------
 
 
-def ensure_data(rows: int, seed: int, data_dir: Path = DATA_DIR) -> Path:
-    """Path of the input CSV for ``rows`` rows in ``data_dir``, generating it first if needed."""
-    path = default_path(rows, data_dir)
+def ensure_data(rows: int, seed: int, data_dir: Path = DATA_DIR, fmt: str = "csv") -> Path:
+    """Path of the G1 input for ``rows`` rows in ``data_dir`` (a CSV file, or for ``fmt``
+    ``"parquet"`` a directory of Parquet files), generating it first if needed."""
+    path = default_path(rows, data_dir, fmt)
     if not is_complete(path, rows, seed):
         print(f"generating {path} ...", flush=True)
         start = time.perf_counter()
@@ -54,10 +55,13 @@ def ensure_data(rows: int, seed: int, data_dir: Path = DATA_DIR) -> Path:
 
 
 def warm_page_cache(path: Path, block: int = 1 << 24) -> None:
-    """Read ``path`` once so that no contender pays for the cold read alone."""
-    with path.open("rb") as fh:
-        while fh.read(block):
-            pass
+    """Read ``path`` (a file, or every file below a directory) once so that no contender pays
+    for the cold read alone."""
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with file.open("rb") as fh:
+            while fh.read(block):
+                pass
 
 
 def remove_output(path: Path) -> None:

@@ -2,8 +2,11 @@
 
 ``run_groupby.py`` starts this script once per measured run, so every (question, contender)
 gets a fresh interpreter and its memory is measured in isolation. Imports happen inside the
-contender functions, so a run only loads the library it measures. Every contender writes its
-answer as Parquet (a file, or a directory of files) for the runner to check.
+contender functions, so a run only loads the library it measures. The input is the G1 table
+as one CSV file, or as Parquet: a directory of ``*.parquet`` files (what ``gen_groupby.py
+--format parquet`` writes) or one ``.parquet`` file; ``is_parquet_source`` tells them apart by
+the path. Every contender writes its answer as Parquet (a file, or a directory of files) for
+the runner to check.
 
 The questions are the ten db-benchmark group-by questions on the G1 table; ``QUESTIONS``
 holds their keys, the columns they read, their result columns and DuckDB's SQL, and
@@ -12,6 +15,7 @@ write ``run_<name>(question, src, out, memory)`` and register it in ``CONTENDERS
 
 Usage:
     python bench/groupby_contenders.py CONTENDER QUESTION SRC OUT [--memory 2GB]
+    (SRC: G1_<rows>.csv, or the directory G1_<rows>.parquet)
 """
 
 from __future__ import annotations
@@ -132,11 +136,36 @@ def polars_aggs(question: str) -> list[pl.Expr]:
     return aggs[question]
 
 
+# input -----------------------------------------------------------------------------------------
+
+
+def is_parquet_source(src: Path) -> bool:
+    """Whether ``src`` is Parquet (a directory of ``*.parquet`` files, or a ``.parquet`` file)
+    rather than a CSV file.
+
+    >>> is_parquet_source(Path("G1_1e7.csv")), is_parquet_source(Path("G1_1e7.parquet"))
+    (False, True)
+    """
+    return src.is_dir() or src.suffix == ".parquet"
+
+
+def parquet_glob(src: Path) -> Path:
+    """The Parquet files of ``src`` as a path or glob for the readers: ``src/*.parquet`` for a
+    directory, else ``src`` itself."""
+    return src / "*.parquet" if src.is_dir() else src
+
+
+def parquet_file_list(src: Path) -> list[Path]:
+    """The Parquet files of ``src``, in name order."""
+    return sorted(src.glob("*.parquet")) if src.is_dir() else [src]
+
+
 # terabatch, polars, duckdb ---------------------------------------------------------------------
 
 
 def run_terabatch(question: str, src: Path, out: Path, memory: str | None) -> None:
-    """``tb.read_csv(src).group_by(keys).agg(aggs).write_parquet(out, memory=...)``.
+    """``tb.read_csv(src)`` (or ``tb.read_parquet(src)``) ``.group_by(keys).agg(aggs)
+    .write_parquet(out, memory=...)``.
 
     Writes a directory. q8's answer stays one list of (up to) two values per key: terabatch
     has no explode, and refuses it inside a narrow operation after the shuffle.
@@ -144,16 +173,17 @@ def run_terabatch(question: str, src: Path, out: Path, memory: str | None) -> No
     import terabatch as tb
 
     q = QUESTIONS[question]
+    dataset = tb.read_parquet(src) if is_parquet_source(src) else tb.read_csv(src)
     (
-        tb.read_csv(src)
-        .group_by(*q.keys)
+        dataset.group_by(*q.keys)
         .agg(*polars_aggs(question))
         .write_parquet(out, compression="zstd", memory=memory, progress=False)
     )
 
 
 def run_polars(question: str, src: Path, out: Path, memory: str | None) -> None:
-    """``pl.scan_csv(src).group_by(keys).agg(aggs)`` on the streaming engine, sunk to one file.
+    """``pl.scan_csv(src)`` (or ``pl.scan_parquet(src/*.parquet)``) ``.group_by(keys)
+    .agg(aggs)`` on the streaming engine, sunk to one file.
 
     ``sink_parquet`` runs the streaming engine, as ``collect(engine="streaming")`` does, but
     writes the answer instead of materialising it. q8 is exploded to one row per value.
@@ -161,7 +191,8 @@ def run_polars(question: str, src: Path, out: Path, memory: str | None) -> None:
     import polars as pl
 
     q = QUESTIONS[question]
-    frame = pl.scan_csv(src).group_by(q.keys).agg(polars_aggs(question))
+    scan = pl.scan_parquet(parquet_glob(src)) if is_parquet_source(src) else pl.scan_csv(src)
+    frame = scan.group_by(q.keys).agg(polars_aggs(question))
     if q.top2:
         frame = frame.explode("largest2_v3")
     frame.sink_parquet(out, compression="zstd")
@@ -172,10 +203,15 @@ def _sql_string(value: Path) -> str:
 
 
 def duckdb_query(question: str, src: Path) -> str:
-    """DuckDB's SQL for ``question`` over ``read_csv(src)``."""
+    """DuckDB's SQL for ``question`` over ``read_csv(src)``, or ``read_parquet(src/*.parquet)``
+    for a Parquet source."""
     q = QUESTIONS[question]
     keys = ", ".join(q.keys)
-    return f"SELECT {keys}, {q.sql} FROM read_csv({_sql_string(src)}) GROUP BY {keys}"
+    if is_parquet_source(src):
+        table = f"read_parquet({_sql_string(parquet_glob(src))})"
+    else:
+        table = f"read_csv({_sql_string(src)})"
+    return f"SELECT {keys}, {q.sql} FROM {table} GROUP BY {keys}"
 
 
 def run_duckdb(question: str, src: Path, out: Path, memory: str | None) -> None:
@@ -190,17 +226,20 @@ def run_duckdb(question: str, src: Path, out: Path, memory: str | None) -> None:
 # pandas + multiprocessing ----------------------------------------------------------------------
 #
 # Two phases, both on a pool of PANDAS_WORKERS processes:
-#   map     the parent reads the CSV in chunks; a worker reduces each chunk to partial
+#   map     the parent reads the input in chunks; a worker reduces each chunk to partial
 #           aggregates (decomposable questions), to its top two v3 per id6 (q8), or keeps its
 #           rows (q6, q9), hash-partitions the result on the keys into buckets and writes one
 #           Arrow IPC file per bucket to a spill directory;
 #   reduce  a worker reads all files of one bucket, combines them into the final answer for
 #           the keys in that bucket and writes ``part-<bucket>.parquet``.
-# A bucket holds about PANDAS_BUCKET_BYTES of input CSV, so memory does not grow with the input.
+# A bucket holds about PANDAS_BUCKET_BYTES of input CSV (for Parquet input: of the same rows as
+# CSV), so memory does not grow with the input.
 
 PANDAS_CHUNK_ROWS = 1_000_000
 PANDAS_WORKERS = 2
 PANDAS_BUCKET_BYTES = 256 * 2**20
+# Bytes of a G1 row as CSV (509,179,625 bytes at 1e7 rows), to size buckets for Parquet input.
+G1_CSV_BYTES_PER_ROW = 51
 
 # Map-side partial aggregates (pandas named aggregation) of the decomposable questions.
 PANDAS_PARTIALS: dict[str, dict[str, tuple[str, str]]] = {
@@ -311,28 +350,55 @@ def _map_jobs(
         yield question, index, chunk, spill, n_buckets
 
 
+def _pandas_chunks(src: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """``columns`` of the input, PANDAS_CHUNK_ROWS rows at a time: ``pd.read_csv(chunksize=)``,
+    or for Parquet pyarrow's ``iter_batches`` over every file (row groups stream, so a file
+    is never read whole)."""
+    import pandas as pd
+
+    if not is_parquet_source(src):
+        with pd.read_csv(src, usecols=columns, chunksize=PANDAS_CHUNK_ROWS) as reader:
+            yield from reader
+        return
+    import pyarrow.parquet as pq
+
+    for file in parquet_file_list(src):
+        with pq.ParquetFile(file) as reader:
+            for batch in reader.iter_batches(batch_size=PANDAS_CHUNK_ROWS, columns=columns):
+                yield batch.to_pandas()
+
+
+def _pandas_bucket_count(src: Path) -> int:
+    """Enough buckets for each to hold about PANDAS_BUCKET_BYTES of input as CSV."""
+    if is_parquet_source(src):
+        import pyarrow.parquet as pq
+
+        rows = sum(pq.read_metadata(f).num_rows for f in parquet_file_list(src))
+        csv_bytes = rows * G1_CSV_BYTES_PER_ROW
+    else:
+        csv_bytes = src.stat().st_size
+    return max(2 * PANDAS_WORKERS, math.ceil(csv_bytes / PANDAS_BUCKET_BYTES))
+
+
 def run_pandas_mp(question: str, src: Path, out: Path, memory: str | None) -> None:
-    """Hand-written pandas: chunked ``read_csv`` in the parent, a 2-process pool that
-    pre-aggregates and hash-partitions chunks to spill files, then reduces bucket by bucket.
+    """Hand-written pandas: chunked ``read_csv`` (or pyarrow's Parquet batches) in the parent,
+    a 2-process pool that pre-aggregates and hash-partitions chunks to spill files, then
+    reduces bucket by bucket.
 
     Writes a directory of ``part-<bucket>.parquet`` files.
     """
     import multiprocessing
 
-    import pandas as pd
-
     q = QUESTIONS[question]
-    n_buckets = max(2 * PANDAS_WORKERS, math.ceil(src.stat().st_size / PANDAS_BUCKET_BYTES))
+    n_buckets = _pandas_bucket_count(src)
     spill = out.with_name(out.name + ".spill")
     out.mkdir(parents=True)
     spill.mkdir()
     try:
-        with (
-            pd.read_csv(src, usecols=[*q.keys, *q.values], chunksize=PANDAS_CHUNK_ROWS) as reader,
-            multiprocessing.Pool(PANDAS_WORKERS) as pool,
-        ):
+        chunks = _pandas_chunks(src, [*q.keys, *q.values])
+        with multiprocessing.Pool(PANDAS_WORKERS) as pool:
             for _ in pool.imap_unordered(
-                _pandas_map_chunk, _map_jobs(question, reader, spill, n_buckets)
+                _pandas_map_chunk, _map_jobs(question, chunks, spill, n_buckets)
             ):
                 pass
             reduce_jobs = [(question, bucket, spill, out) for bucket in range(n_buckets)]
@@ -345,9 +411,10 @@ def run_pandas_mp(question: str, src: Path, out: Path, memory: str | None) -> No
 #
 # dask.dataframe on a LocalCluster of two single-threaded worker processes whose memory_limit
 # splits --memory (``dask_cluster.py``). Dask's defaults elsewhere: CSV blocks of at most
-# 64 MB, tree reductions whose number of output partitions Dask derives from the number of
-# blocks (so large answers such as q10's end in several files), and peer-to-peer shuffles for
-# q6's median and q8.
+# 64 MB (Parquet: row groups gathered into partitions by Dask's ``split_row_groups="infer"``),
+# tree reductions whose number of output partitions Dask derives from the number of blocks (so
+# large answers such as q10's end in several files), and peer-to-peer shuffles for q6's median
+# and q8.
 
 DASK_CSV_DTYPES = {
     **dict.fromkeys(("id1", "id2", "id3"), "string[pyarrow]"),
@@ -412,15 +479,20 @@ def dask_answer(question: str, frame: dd.DataFrame) -> dd.DataFrame:
 
 
 def run_dask(question: str, src: Path, out: Path, memory: str | None) -> None:
-    """``dd.read_csv(src).groupby(keys).agg(...)`` on a memory-limited LocalCluster, written
-    with ``to_parquet`` by the workers. Writes a directory of ``part.<i>.parquet`` files."""
+    """``dd.read_csv(src)`` (or ``dd.read_parquet(src)``) ``.groupby(keys).agg(...)`` on a
+    memory-limited LocalCluster, written with ``to_parquet`` by the workers. Writes a directory
+    of ``part.<i>.parquet`` files."""
     import dask.dataframe as dd
     from dask_cluster import dask_cluster
 
     q = QUESTIONS[question]
     columns = [*q.keys, *q.values]
     with dask_cluster(out.with_name(out.name + ".dask"), memory) as cluster:
-        frame = dd.read_csv(src, usecols=columns, dtype={c: DASK_CSV_DTYPES[c] for c in columns})
+        if is_parquet_source(src):
+            frame = dd.read_parquet(src, columns=columns)
+        else:
+            dtypes = {c: DASK_CSV_DTYPES[c] for c in columns}
+            frame = dd.read_csv(src, usecols=columns, dtype=dtypes)
         answer = dask_answer(question, frame)
         write = answer.to_parquet(out, compression="zstd", write_index=False, compute=False)
         cluster.compute(write)
@@ -439,7 +511,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("contender", choices=CONTENDERS)
     parser.add_argument("question", choices=QUESTIONS)
-    parser.add_argument("src", type=Path, help="input CSV")
+    parser.add_argument("src", type=Path, help="input: CSV file, or Parquet directory or file")
     parser.add_argument("out", type=Path, help="output file or directory (must not exist)")
     parser.add_argument("--memory", default=None, help="memory budget (terabatch, dask)")
     args = parser.parse_args()

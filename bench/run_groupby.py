@@ -3,14 +3,15 @@
 For every input size and question, the contenders are run round-robin within each repetition
 (the starting contender rotates between repetitions), each as a separate subprocess of
 ``groupby_contenders.py`` so that wall time and peak RSS of its whole process tree are
-measured for that question alone (see ``peak_rss.py``). The input CSV is read once before
-timing so that every contender starts with it in the page cache.
+measured for that question alone (see ``peak_rss.py``). The input is the G1 table as CSV, or
+with ``--source parquet`` as a directory of Parquet files (generated if missing); it is read
+once before timing so that every contender starts with it in the page cache.
 
 After each round the answers are checked against DuckDB's, out of core (``groupby_answers.py``):
 same rows, each key once, values equal within a tolerance (q8: the sorted values of every key),
 compared by DuckDB under a memory limit, spilling to ``bench/results/tmp``. DuckDB's answer is the
-first one its contender produced for that size and question; if duckdb is not among the
-contenders (or has not run yet), it is computed once, unmeasured. Answers go to
+first one its contender produced for that input and question; if duckdb is not among the
+contenders (or has not run yet), it is computed once, unmeasured, from the same input. Answers go to
 ``bench/results/tmp`` and are deleted after the check.
 
 A table is printed and written to ``bench/results/groupby_<timestamp>.md``; the raw runs,
@@ -19,6 +20,7 @@ summary and machine info go to ``groupby_<timestamp>.json``.
 Usage:
     python bench/run_groupby.py --rows 1e7
     python bench/run_groupby.py --rows 1e7 1e8 --questions q1 q6 --contenders terabatch polars
+    python bench/run_groupby.py --rows 1e9 --source parquet --contenders terabatch polars duckdb
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from common import (
     warm_page_cache,
     write_results,
 )
-from gen_groupby import rows_label
+from gen_groupby import FORMATS, rows_label
 from groupby_answers import check_answer
 from groupby_contenders import CONTENDERS, QUESTIONS
 from question_runs import Run, Summary, format_table, summarize
@@ -83,30 +85,34 @@ class Total:
 
 
 class ReferenceAnswers:
-    """DuckDB's answer per size and question, kept until the end of the benchmark."""
+    """DuckDB's answer per input and question, kept until the end of the benchmark.
+
+    Answers are keyed by the input's name (``G1_1e7.csv``, ``G1_1e7.parquet``), so an answer
+    is only ever compared with one computed from the same input.
+    """
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
-        self._failures: dict[tuple[int, str], str] = {}
+        self._failures: dict[tuple[Path, str], str] = {}
         REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
 
-    def path(self, rows: int, question: str) -> Path:
-        return REFERENCE_DIR / f"{rows_label(rows)}-{question}.parquet"
+    def path(self, src: Path, question: str) -> Path:
+        return REFERENCE_DIR / f"{src.name}-{question}.parquet"
 
-    def adopt(self, rows: int, question: str, out: Path) -> None:
-        """Keep a measured duckdb answer as the reference, if there is none yet."""
-        path = self.path(rows, question)
+    def adopt(self, src: Path, question: str, out: Path) -> None:
+        """Keep a measured duckdb answer on ``src`` as the reference, if there is none yet."""
+        path = self.path(src, question)
         if not path.exists():
             shutil.copyfile(out, path)
 
-    def get(self, rows: int, question: str, src: Path) -> Path | str:
-        """The reference answer's path, computing it if needed; or why there is none."""
-        path = self.path(rows, question)
+    def get(self, src: Path, question: str) -> Path | str:
+        """The reference answer on ``src``, computing it if needed; or why there is none."""
+        path = self.path(src, question)
         if path.exists():
             return path
-        if (rows, question) not in self._failures:
-            self._failures[(rows, question)] = self._compute(question, src, path)
-        return path if path.exists() else self._failures[(rows, question)]
+        if (src, question) not in self._failures:
+            self._failures[(src, question)] = self._compute(question, src, path)
+        return path if path.exists() else self._failures[(src, question)]
 
     def _compute(self, question: str, src: Path, path: Path) -> str:
         print(f"computing the reference answer for {question} with {ANSWER_KEY} ...", flush=True)
@@ -168,11 +174,11 @@ def check_round(round_runs: list[Run], src: Path, references: ReferenceAnswers) 
     """Check the answers of one round against DuckDB's, then delete them."""
     for run in round_runs:
         if run.contender == ANSWER_KEY and run.returncode == 0:
-            references.adopt(run.rows, run.question, output_path(run.contender, run.question))
+            references.adopt(src, run.question, output_path(run.contender, run.question))
     for run in round_runs:
         out = output_path(run.contender, run.question)
         if run.returncode == 0:
-            reference = references.get(run.rows, run.question, src)
+            reference = references.get(src, run.question)
             if isinstance(reference, Path):
                 run.status, run.rows_out = check_answer(
                     out, reference, run.question, CHECK_SPILL_DIR
@@ -194,7 +200,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Run]:
     references = ReferenceAnswers(args.timeout)
     try:
         for rows in args.rows:
-            src = ensure_data(rows, args.seed, args.data_dir)
+            src = ensure_data(rows, args.seed, args.data_dir, args.source)
             warm_page_cache(src)
             for question in args.questions:
                 for rep in range(args.repeat):
@@ -274,6 +280,7 @@ def format_report(
     return "\n".join(
         [
             *report_header("terabatch group-by benchmark", info, args),
+            f"- input: `{args.data_dir}/G1_<rows>.{args.source}`",
             "",
             "wall s is the median over completed repetitions; peak tree RSS is the max.",
             f"Answers are checked against {ANSWER_KEY}'s first answer to the same question.",
@@ -291,6 +298,13 @@ def format_report(
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", nargs="+", choices=QUESTIONS, default=list(QUESTIONS))
+    parser.add_argument(
+        "--source",
+        choices=FORMATS,
+        default="csv",
+        help="input format: <data dir>/G1_<rows>.csv, or the Parquet directory "
+        "<data dir>/G1_<rows>.parquet (default: csv)",
+    )
     add_run_options(parser, list(CONTENDERS), memory=DEFAULT_MEMORY)
     return parser.parse_args()
 
