@@ -72,7 +72,7 @@ def test_window_then_group_by(left: tb.Dataset) -> None:
     assert query.explain().splitlines()[-3:] == [
         "stage 1: read csv; hash shuffle 1 on k",
         "stage 2: reduce shuffle 1: windows over k on each whole partition; pre-combined per "
-        'batch: len, mean; hash shuffle 2 on col("j")',
+        'task: len, mean; hash shuffle 2 on col("j")',
         'stage 3: reduce shuffle 2: group_by col("j") on each whole partition',
     ]
 

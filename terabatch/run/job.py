@@ -36,7 +36,7 @@ from terabatch.io.commit import QUARANTINE, OutputCommit
 from terabatch.io.files import FileInfo
 from terabatch.io.shuffle import map_dir
 from terabatch.io.sinks import CollectSink, FileSink, FileWriter, Sink, SpillSink
-from terabatch.io.sources import Batch
+from terabatch.io.sources import Batch, ParquetSource
 from terabatch.io.storage import filesystem, storage_errors
 from terabatch.ops.narrow import compile_ops
 from terabatch.plan.coalesce import coalesce_stage
@@ -136,7 +136,7 @@ class Job:
         self.sink, self.options, self.output = sink, options, output
         files = _scan_files(self.plan)
         self.input_bytes = sum(f.size for f in files)
-        self.sizing = size_job(options, self.input_bytes)
+        self.sizing = size_job(options, _data_bytes(self.plan))
         self.key = job_key(self.plan, sink, output)
         self.persistent = output is not None or options.run_dir is not None
         self.state = _run_state(options, output, self.key, storage_options)
@@ -251,10 +251,11 @@ class Job:
 
     def _coalesce(self, index: int) -> None:
         """Group a reduce stage's small partitions, now that the map stage wrote them."""
-        assert self.executor is not None
+        # The planned workers, not the executor's: every executor must cut the same tasks, so
+        # that they write the same files.
         before = len(self.stages[index].tasks)
         self.stages[index] = coalesce_stage(
-            self.stages[index], self.executor.workers, self.sizing.data_room
+            self.stages[index], self.sizing.workers, self.sizing.data_room
         )
         self.summary.tasks -= before - len(self.stages[index].tasks)
 
@@ -354,6 +355,25 @@ def _no_dirs(task: Task) -> tuple[None, None]:
 
 def _scan_files(plan: Node) -> list[FileInfo]:
     return [f for scan in scans(plan) for f in scan.source.files]
+
+
+# A gzip/zstd/bz2 text file holds about four times its size: what sizes the job's partitions.
+COMPRESSED_TEXT_FACTOR = 4
+
+
+def _data_bytes(plan: Node) -> int:
+    """What the job's inputs take once read: Parquet by its footers, compressed text by an
+    estimate, plain text by its size."""
+    total = 0
+    for scan in scans(plan):
+        source = scan.source
+        if isinstance(source, ParquetSource) and source.data_bytes:
+            total += source.data_bytes
+            continue
+        total += sum(
+            f.size * (COMPRESSED_TEXT_FACTOR if f.compression else 1) for f in source.files
+        )
+    return total
 
 
 def _with_notes(exc: BaseException) -> BaseException:

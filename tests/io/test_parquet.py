@@ -199,3 +199,20 @@ def test_key_value_directories_above_the_dataset_are_not_columns(tmp_path: Path)
     got = tb.read_parquet(root).collect()
     assert got.columns == ["x", "day"]
     assert got["day"].to_list() == [1, 1]
+
+
+def test_jobs_are_sized_by_the_rows_in_memory_not_the_compressed_files(tmp_path: Path) -> None:
+    from terabatch.run.job import _data_bytes
+
+    frame = pl.DataFrame(
+        {"k": [f"key-{i % 1000:06d}" for i in range(200_000)], "v": range(200_000)}
+    )
+    path = tmp_path / "t.parquet"
+    frame.write_parquet(path, compression="zstd", row_group_size=50_000)
+    meta = pq.ParquetFile(path).metadata
+    encoded = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    ds = tb.read_parquet(path)
+    assert ds._plan.source.data_bytes == 2 * encoded
+    # zstd squeezes the repeated keys: sizing by the file would take the rows for far less.
+    assert _data_bytes(ds._plan) > 2 * path.stat().st_size
+    assert _data_bytes(ds._plan) >= frame.estimated_size() // 2
