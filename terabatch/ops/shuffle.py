@@ -96,7 +96,7 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
         def query(rows: pl.LazyFrame) -> pl.LazyFrame:
             return rows.unique(subset=subset, keep=shrink.keep)
 
-    for batch in stream_query(batches, query, op.hold_bytes):
+    for batch in stream_query(batches, query, op.hold_bytes, op.hold_bytes // 2):
         if batch.frame.height:
             yield batch
 

@@ -18,6 +18,9 @@ from polars.io.plugins import register_io_source
 
 from terabatch.io.sources import Batch
 
+# A result under this share of its input's size: the keys repeat enough to hold more rows.
+SHRANK = 0.75
+
 
 class _Feed:
     """Batches for one query: until ``limit_bytes`` are fed, the stream ends or its schema
@@ -31,6 +34,7 @@ class _Feed:
         self.context = contextvars.copy_context()
         self.error: BaseException | None = None
         self.exhausted = False
+        self.fed = 0
 
     def _next(self) -> Batch | None:
         try:
@@ -46,12 +50,11 @@ class _Feed:
         n_rows: int | None,
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
-        fed = 0
-        while self.pending is not None and fed < self.limit_bytes:
+        while self.pending is not None and self.fed < self.limit_bytes:
             frame = self.pending.frame
             if frame.schema != self.schema:
                 return
-            fed += frame.estimated_size()
+            self.fed += frame.estimated_size()
             if predicate is not None:
                 frame = frame.filter(predicate)
             yield frame.select(with_columns) if with_columns is not None else frame
@@ -66,16 +69,20 @@ def stream_query(
     batches: Iterator[Batch],
     query: Callable[[pl.LazyFrame], pl.LazyFrame],
     limit_bytes: int,
+    first_limit_bytes: int | None = None,
 ) -> Iterator[Batch]:
     """``query`` over the stream, as one streaming query per ``limit_bytes`` of batches.
 
-    Each query's result is one batch. The bound keeps the engine's state (a hash table over at
-    most that many bytes of rows) within a worker's memory.
+    Each query's result is one batch. The bound keeps the engine's state within a worker's
+    memory. A query whose result is nearly as large as its input (keys nearly all distinct:
+    Polars' hash table then takes 4.5 times the input) keeps the smaller ``first_limit_bytes``
+    for the next query; one that shrank its input well lets the next take ``limit_bytes``.
     """
     rest = iter(batches)
     pending = next(rest, None)
+    limit = first_limit_bytes or limit_bytes
     while pending is not None:
-        feed = _Feed(pending, rest, limit_bytes)
+        feed = _Feed(pending, rest, limit)
         source = register_io_source(feed.frames, schema=feed.schema, validate_schema=False)
         try:
             result = query(source).collect(engine="streaming")
@@ -85,5 +92,7 @@ def stream_query(
             raise
         if feed.error is not None:
             raise feed.error
+        if result.estimated_size() < SHRANK * feed.fed:
+            limit = limit_bytes
         yield Batch(result, feed.origin)
         pending = feed.pending

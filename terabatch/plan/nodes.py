@@ -108,7 +108,8 @@ class SampleKeys:
 @dataclass(frozen=True, eq=False)
 class Precombine:
     """Physical, the map side of a shuffle: ``shrink`` (a partial ``Aggregate``, or a ``Unique``)
-    over all of a task's batches at once, up to ``hold_bytes`` of rows at a time."""
+    over all of a task's batches at once, up to ``hold_bytes`` of rows at a time (half as many
+    until its keys are seen to repeat)."""
 
     child: Node
     shrink: Aggregate | Unique
