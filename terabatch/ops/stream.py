@@ -18,7 +18,7 @@ from polars.io.plugins import register_io_source
 
 from terabatch.io.sources import Batch
 
-# A result under this share of its input's size: the keys repeat enough to hold more rows.
+# A result with fewer rows than this share of its input's: the keys repeat enough to hold more.
 SHRANK = 0.75
 
 
@@ -35,6 +35,7 @@ class _Feed:
         self.error: BaseException | None = None
         self.exhausted = False
         self.fed = 0
+        self.rows = 0
 
     def _next(self) -> Batch | None:
         try:
@@ -55,6 +56,7 @@ class _Feed:
             if frame.schema != self.schema:
                 return
             self.fed += frame.estimated_size()
+            self.rows += frame.height
             if predicate is not None:
                 frame = frame.filter(predicate)
             yield frame.select(with_columns) if with_columns is not None else frame
@@ -74,9 +76,10 @@ def stream_query(
     """``query`` over the stream, as one streaming query per ``limit_bytes`` of batches.
 
     Each query's result is one batch. The bound keeps the engine's state within a worker's
-    memory. A query whose result is nearly as large as its input (keys nearly all distinct:
-    Polars' hash table then takes 4.5 times the input) keeps the smaller ``first_limit_bytes``
-    for the next query; one that shrank its input well lets the next take ``limit_bytes``.
+    memory. A query whose result has nearly as many rows as its input (keys nearly all
+    distinct: Polars' hash table then takes 4.5 times the input) keeps the smaller
+    ``first_limit_bytes`` for the next query; one that shrank its input well lets the next
+    take ``limit_bytes``.
     """
     rest = iter(batches)
     pending = next(rest, None)
@@ -92,7 +95,7 @@ def stream_query(
             raise
         if feed.error is not None:
             raise feed.error
-        if result.estimated_size() < SHRANK * feed.fed:
+        if result.height < SHRANK * feed.rows:
             limit = limit_bytes
         yield Batch(result, feed.origin)
         pending = feed.pending

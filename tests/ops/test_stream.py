@@ -1,0 +1,107 @@
+"""One Polars streaming query over a Python stream of batches (terabatch.ops.stream)."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from terabatch.io.sources import Batch
+from terabatch.ops.stream import stream_query
+
+
+def _batches(frames: list[pl.DataFrame]) -> Iterator[Batch]:
+    for i, frame in enumerate(frames):
+        yield Batch(frame, lambda i=i: f"batch {i}")
+
+
+def _sums(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.group_by("k").agg(pl.col("v").sum(), pl.len())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=1, max_size=12),
+    keys=st.integers(1, 50),
+    limit=st.integers(1, 20_000),
+)
+def test_combining_the_results_gives_polars_answer(sizes: list[int], keys: int, limit: int) -> None:
+    frames = [
+        pl.DataFrame(
+            {"k": [(i * 7 + j) % keys for j in range(n)], "v": list(range(n))},
+            schema={"k": pl.Int64, "v": pl.Int64},
+        )
+        for i, n in enumerate(sizes)
+    ]
+    results = [b.frame for b in stream_query(_batches(frames), _sums, limit, limit // 2 or 1)]
+    combined = (
+        pl.concat(results).group_by("k").agg(pl.col("v").sum(), pl.col("len").sum())
+        if results
+        else None
+    )
+    want = pl.concat(frames).group_by("k").agg(pl.col("v").sum(), pl.len())
+    if combined is None:
+        assert want.height == 0
+        return
+    assert_frame_equal(
+        combined.sort("k"), want.sort("k"), check_dtypes=False, check_column_order=False
+    )
+
+
+def test_distinct_keys_keep_the_small_bound_repeating_keys_take_the_large_one() -> None:
+    frames = [
+        pl.DataFrame({"k": range(i * 1000, (i + 1) * 1000), "v": [1] * 1000}) for i in range(8)
+    ]
+    size = frames[0].estimated_size()
+    distinct = list(stream_query(_batches(frames), _sums, 4 * size, size))
+    assert len(distinct) == 8  # every key new: one batch per query
+    repeating = [pl.DataFrame({"k": [j % 10 for j in range(1000)], "v": [1] * 1000})] * 8
+    grown = list(stream_query(_batches(repeating), _sums, 4 * size, size))
+    assert len(grown) == 3  # one batch, then four, then the last three
+
+
+class Boom(Exception):
+    pass
+
+
+def test_an_error_while_producing_batches_comes_back_unchanged() -> None:
+    def failing() -> Iterator[Batch]:
+        yield Batch(pl.DataFrame({"k": [1], "v": [1]}), lambda: "first")
+        raise Boom("bad row in batch 2")
+
+    with pytest.raises(Boom, match="bad row in batch 2"):
+        list(stream_query(failing(), _sums, 1 << 30))
+
+
+collector: contextvars.ContextVar[list[str]] = contextvars.ContextVar("collector")
+
+
+def test_batches_are_produced_in_the_callers_context() -> None:
+    """Polars pulls batches from its own threads; the bad-row collector must still be seen."""
+    seen: list[str] = []
+    token = collector.set(seen)
+
+    def reporting() -> Iterator[Batch]:
+        for i in range(3):
+            collector.get().append(f"batch {i}")
+            yield Batch(pl.DataFrame({"k": [i], "v": [i]}), lambda: "x")
+
+    try:
+        list(stream_query(reporting(), _sums, 1 << 30))
+    finally:
+        collector.reset(token)
+    assert seen == ["batch 0", "batch 1", "batch 2"]
+
+
+def test_a_schema_change_starts_a_new_query() -> None:
+    frames = [
+        pl.DataFrame({"k": [1, 2], "v": [1, 2]}),
+        pl.DataFrame({"k": [1, 2], "v": [1.5, 2.5]}),
+    ]
+    out = [b.frame for b in stream_query(_batches(frames), _sums, 1 << 30)]
+    assert [f.schema["v"] for f in out] == [pl.Int64, pl.Float64]
