@@ -31,10 +31,6 @@ _WORKER_ENV = {
     "MKL_NUM_THREADS": "1",
     # Polars' jemalloc: give freed memory back to the system quickly, so RSS tracks real use.
     "_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:0",
-    # glibc malloc: serve chunk-sized buffers from the heap and keep up to 64 MiB of it, instead
-    # of mapping fresh pages for every chunk (page faults cost ~15% of a CSV conversion).
-    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
 }
 
 

@@ -155,8 +155,8 @@ def _isolate_bad_rows(op: MapBatches, origin: str, frame: pl.DataFrame) -> list[
 _REDUCE = {
     Head: shuffle_ops.head,
     Precombine: shuffle_ops.precombine,
-    Aggregate: shuffle_ops.aggregate,
-    Unique: shuffle_ops.unique,
+    Aggregate: shuffle_ops.reduce,
+    Unique: shuffle_ops.reduce,
     Window: shuffle_ops.window,
     TopK: shuffle_ops.top_k,
     Sort: shuffle_ops.sort,

@@ -33,16 +33,11 @@ class _Feed:
         self.origin = first.origin
         self.context = contextvars.copy_context()
         self.error: BaseException | None = None
-        self.exhausted = False
         self.fed = 0
         self.rows = 0
 
     def _next(self) -> Batch | None:
-        try:
-            return next(self.rest)
-        except StopIteration:
-            self.exhausted = True
-            return None
+        return next(self.rest, None)
 
     def frames(
         self,
