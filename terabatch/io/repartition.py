@@ -31,12 +31,14 @@ from terabatch.errors import PartitionTooLargeError
 from terabatch.io.shuffle import (
     EXPANSION,
     WORKING_FACTOR,
-    PartitionFiles,
+    BatchEntry,
+    PartitionedFile,
     RangeSpec,
     boundaries_from_sample,
     partition_of,
     range_partition_of,
 )
+from terabatch.io.storage import is_local
 from terabatch.run.memory import format_size
 
 MAX_FANOUT = 64
@@ -46,15 +48,24 @@ _ROW, _COUNT = "__terabatch_row", "__terabatch_count"
 
 
 @dataclass(frozen=True)
-class Piece:
-    """Rows in Arrow IPC files, read in file order: a whole partition or a piece of one.
+class Segment:
+    """Record batches ``batches`` (numbers, in file order) of the Arrow IPC file ``path``."""
 
-    ``measured`` is their size in memory when known (pieces record it as they are written);
-    otherwise it is estimated from the size on disk. ``single_key`` marks a sort piece whose
-    rows all have one key.
+    path: str
+    batches: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows in record batches of Arrow IPC files, read in order: a whole partition or a piece
+    of one.
+
+    ``measured`` is their size in memory when known (written files record it); otherwise it is
+    estimated from the size on disk. ``single_key`` marks a sort piece whose rows all have one
+    key.
     """
 
-    paths: tuple[str, ...]
+    segments: tuple[Segment, ...]
     disk_bytes: int
     measured: int | None = None
     single_key: bool = False
@@ -73,30 +84,43 @@ def fits(memory_bytes: float, room: int | None) -> bool:
     return room is None or memory_bytes * WORKING_FACTOR <= room
 
 
-def iter_frames(
-    fs, piece: Piece, columns: list[str] | None, chunk_bytes: int
-) -> Iterator[pl.DataFrame]:
-    """Stream a piece's rows in order, about ``chunk_bytes`` at a time, reading only
-    ``columns`` (all when None) from the files."""
-    for path in piece.paths:
-        with fs.open(path, "rb") as handle:
+def _open_input(fs, path: str):
+    # Arrow's own file object reads without a Python call per buffer; fsspec's elsewhere.
+    return pa.OSFile(path, "rb") if is_local(fs) else fs.open(path, "rb")
+
+
+def iter_batches(fs, piece: Piece, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """A piece's record batches in order, with only ``columns`` (all when None)."""
+    for segment in piece.segments:
+        with _open_input(fs, segment.path) as handle:
             reader = pa.ipc.open_file(handle)
             if columns is not None:
                 names = reader.schema.names
                 options = pa.ipc.IpcReadOptions(included_fields=[names.index(c) for c in columns])
                 handle.seek(0)
                 reader = pa.ipc.open_file(handle, options=options)
-            pending: list[pa.RecordBatch] = []
-            size = 0
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
-                pending.append(batch)
-                size += batch.nbytes
-                if size >= chunk_bytes:
-                    yield _frame(pending, columns)
-                    pending, size = [], 0
-            if pending:
-                yield _frame(pending, columns)
+            for i in segment.batches:
+                yield reader.get_batch(i)
+
+
+def iter_frames(
+    fs, piece: Piece, columns: list[str] | None, chunk_bytes: int
+) -> Iterator[pl.DataFrame]:
+    """Stream a piece's rows in order, about ``chunk_bytes`` at a time, reading only
+    ``columns`` (all when None) from the files."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in iter_batches(fs, piece, columns):
+        if pending and batch.schema != pending[0].schema:
+            yield _frame(pending, columns)
+            pending, size = [], 0
+        pending.append(batch)
+        size += batch.nbytes
+        if size >= chunk_bytes:
+            yield _frame(pending, columns)
+            pending, size = [], 0
+    if pending:
+        yield _frame(pending, columns)
 
 
 def _frame(batches: list[pa.RecordBatch], columns: list[str] | None) -> pl.DataFrame:
@@ -107,11 +131,13 @@ def _frame(batches: list[pa.RecordBatch], columns: list[str] | None) -> pl.DataF
 def load(fs, piece: Piece, schema: pl.Schema | None = None) -> pl.DataFrame:
     """A piece's rows as one frame (an empty frame of ``schema`` when it has none)."""
     frames = []
-    for path in piece.paths:
-        with fs.open(path, "rb") as handle:
-            frames.append(pl.from_arrow(pa.ipc.open_file(handle).read_all()))
+    for segment in piece.segments:
+        with _open_input(fs, segment.path) as handle:
+            reader = pa.ipc.open_file(handle)
+            batches = [reader.get_batch(i) for i in segment.batches]
+            frames.append(pl.from_arrow(pa.Table.from_batches(batches, reader.schema)))
     if frames:
-        return pl.concat(frames, how="vertical_relaxed")
+        return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
     return pl.DataFrame(schema=schema or {})
 
 
@@ -189,20 +215,40 @@ def split(
     fs,
     piece: Piece,
     numbers_of: Callable[[pl.DataFrame], pl.Series],
-    directory: str,
+    path: str,
     chunk_bytes: int,
 ) -> dict[int, Piece]:
-    """Stream a piece into numbered piece files under ``directory`` of ``fs``, by
-    ``numbers_of``."""
-    files = PartitionFiles(fs, directory)
+    """Stream a piece into the file ``path`` of ``fs``, in pieces numbered by ``numbers_of``."""
+    file = PartitionedFile(fs, path)
     try:
         for frame in iter_frames(fs, piece, None, chunk_bytes):
-            files.write_numbered(frame, numbers_of(frame))
-        sizes = files.close_files()
+            file.write_numbered(frame, numbers_of(frame))
+        file.close()
     except BaseException:
-        files.abort()
+        file.abort()
         raise
-    return {n: Piece((files.path(n),), size, files.memory[n]) for n, size in sizes.items()}
+    return pieces_of(path, file.batches)
+
+
+def pieces_of(path: str, batches: list[BatchEntry]) -> dict[int, Piece]:
+    """The pieces of one partitioned file, by number, from its index.
+
+    >>> pieces = pieces_of("f.arrow", [BatchEntry(1, 5, 50, 80), BatchEntry(0, 2, 20, 30),
+    ...     BatchEntry(1, 1, 10, 16)])
+    >>> pieces[1].segments[0].batches, pieces[1].disk_bytes, pieces[1].memory_bytes
+    ((0, 2), 60, 96)
+    """
+    numbers: dict[int, list[int]] = {}
+    for i, entry in enumerate(batches):
+        numbers.setdefault(entry.partition, []).append(i)
+    return {
+        n: Piece(
+            (Segment(path, tuple(found)),),
+            sum(batches[i].disk_bytes for i in found),
+            sum(batches[i].memory_bytes for i in found),
+        )
+        for n, found in numbers.items()
+    }
 
 
 def fanout(memory_bytes: float, room: int) -> int:
@@ -210,8 +256,8 @@ def fanout(memory_bytes: float, room: int) -> int:
     return min(MAX_FANOUT, max(2, -(-int(2 * memory_bytes * WORKING_FACTOR) // room)))
 
 
-def discard(fs, piece: Piece) -> None:
-    for path in piece.paths:
+def _remove_file(fs, path: str) -> None:
+    if fs.exists(path):
         fs.rm(path)
 
 
@@ -278,16 +324,13 @@ class Splitter:
         self._check_heaviest(piece, keys, found)
         depth = self._depth(name, found.nbytes)
         k = fanout(found.nbytes, self.room)
+        path = posixpath.join(self.scratch, f"{name}.arrow")
         pieces = split(
-            self.fs,
-            piece,
-            lambda f: partition_of(f, keys, k, seed=depth),
-            posixpath.join(self.scratch, name),
-            self.split_chunk,
+            self.fs, piece, lambda f: partition_of(f, keys, k, seed=depth), path, self.split_chunk
         )
         for n in sorted(pieces):
             yield from self.hashed(pieces[n], keys, f"{name}-{n}")
-            discard(self.fs, pieces[n])
+        _remove_file(self.fs, path)
 
     def ranged(self, piece: Piece, spec: RangeSpec, name: str = "p") -> Iterator[pl.DataFrame]:
         """Pieces of a sort partition, in key order; a piece of one key is streamed."""
@@ -321,13 +364,12 @@ class Splitter:
             other = ~frame.select(matches(heavy, spec.by)).to_series()
             return numbers + (numbers > own) + ((numbers == own) & other)
 
-        pieces = split(
-            self.fs, piece, numbers_of, posixpath.join(self.scratch, name), self.split_chunk
-        )
+        path = posixpath.join(self.scratch, f"{name}.arrow")
+        pieces = split(self.fs, piece, numbers_of, path, self.split_chunk)
         for n in sorted(pieces):
             sub = replace(pieces[n], single_key=n == own)
             yield from self.ranged(sub, spec, f"{name}-{n}")
-            discard(self.fs, sub)
+        _remove_file(self.fs, path)
 
     def paired(
         self,
@@ -352,23 +394,24 @@ class Splitter:
         self._check_join_key((left, right), on, found)
         depth = self._depth(name, nbytes)
         k = fanout(nbytes, self.room)
+        paths = [posixpath.join(self.scratch, f"{name}-{side}.arrow") for side in ("left", "right")]
         sides = [
             split(
                 self.fs,
                 piece,
                 lambda f, keys=keys: partition_of(f, keys, k, seed=depth),
-                posixpath.join(self.scratch, f"{name}-{side}"),
+                path,
                 self.split_chunk,
             )
-            for side, piece, keys in (("left", left, on[0]), ("right", right, on[1]))
+            for path, piece, keys in zip(paths, (left, right), on, strict=True)
         ]
         empty = Piece((), 0, 0)
         for n in range(k):
             pair = sides[0].get(n, empty), sides[1].get(n, empty)
-            if pair[0].paths or pair[1].paths:
+            if pair[0].segments or pair[1].segments:
                 yield from self.paired(*pair, on, schemas, f"{name}-{n}")
-            discard(self.fs, pair[0])
-            discard(self.fs, pair[1])
+        for path in paths:
+            _remove_file(self.fs, path)
 
     def _check_join_key(self, pieces, on, found: tuple[Measure, Measure]) -> None:
         """Stop if the rows of one key, on both sides together, alone cannot fit."""

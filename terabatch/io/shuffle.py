@@ -1,7 +1,8 @@
 """Shuffle files, the writing side: map tasks write each row to one of P partitions.
 
-A map task writes ``map-<task>/part-<p>.arrow`` (Arrow IPC, lz4) under the shuffle directory,
-one file per partition it has rows for. Partition numbers come from Polars' seeded hash of the
+A map task writes one Arrow IPC file (lz4), ``map-<task>/data.arrow`` under the shuffle
+directory, whose record batches each hold rows of one partition, and ``map-<task>/index.json``
+saying which batch holds which partition. Partition numbers come from Polars' seeded hash of the
 key columns, which is the same in every process, or from key ranges for a sort. A reduce task
 reads its partition from every map task in map-task order (``terabatch.io.shuffle_read``), so
 rows keep their input order within a partition: ``first``, ``last`` and ``unique(keep="first")``
@@ -10,13 +11,14 @@ see the input as written.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
 
-from terabatch.io.storage import filesystem
+from terabatch.io.storage import filesystem, is_local
 
 PARTITION_COLUMN = "__terabatch_partition"
 # In memory, rows take about this many times their compressed IPC size (db-benchmark table,
@@ -123,72 +125,94 @@ def map_dir(directory: str, task_id: int) -> str:
     return posixpath.join(directory, f"map-{task_id:05d}")
 
 
-def partition_file(directory: str, task_id: int, partition: int) -> str:
-    return posixpath.join(map_dir(directory, task_id), f"part-{partition:05d}.arrow")
+@dataclass(frozen=True)
+class BatchEntry:
+    """One record batch of a partitioned file: its partition, rows, bytes in the file and in
+    memory (what reading it back takes)."""
+
+    partition: int
+    rows: int
+    disk_bytes: int
+    memory_bytes: int
 
 
-class PartitionFiles:
-    """Numbered Arrow IPC files in the directory ``root`` of ``fs``, opened as rows arrive."""
+def _open_output(fs, path: str):
+    # Arrow's own file object writes without a Python call per buffer; fsspec's elsewhere.
+    return pa.OSFile(path, "wb") if is_local(fs) else fs.open(path, "wb")
 
-    def __init__(self, fs, root: str) -> None:
-        self.fs, self.root = fs, root
-        self.fs.makedirs(self.root, exist_ok=True)
-        self._writers: dict[int, tuple[object, pa.ipc.RecordBatchFileWriter, pa.Schema]] = {}
-        # Bytes in memory of the rows written to each file: what reading it back will take.
-        self.memory: dict[int, int] = {}
 
-    def path(self, number: int) -> str:
-        return posixpath.join(self.root, f"part-{number:05d}.arrow")
+class PartitionedFile:
+    """One Arrow IPC file whose record batches each hold rows of one partition.
+
+    Rows arrive as frames numbered row by row; every write adds one batch per partition the
+    frame has rows for, so a partition's rows stay in the order they were written. ``batches``
+    indexes the file: batch ``i`` of the file is ``batches[i]``. One file per map task instead
+    of one per partition: creating and opening hundreds of small files cost more than writing
+    their rows (db-benchmark q1: 76 partitions by 20 map tasks), and on S3 each is an object.
+    """
+
+    def __init__(self, fs, path: str) -> None:
+        self.fs, self.path = fs, path
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        self._handle = None
+        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.batches: list[BatchEntry] = []
 
     def write_numbered(self, frame: pl.DataFrame, numbers: pl.Series) -> None:
-        """Append each row of ``frame`` to the file its number in ``numbers`` names."""
+        """Append each row of ``frame`` to the partition its number in ``numbers`` names."""
         if frame.height == 0:
             return
         parts = frame.with_columns(numbers.alias(PARTITION_COLUMN))
         for (number,), part in parts.partition_by(
             PARTITION_COLUMN, as_dict=True, include_key=False, maintain_order=True
         ).items():
-            table = part.to_arrow()
-            self.memory[int(number)] = self.memory.get(int(number), 0) + part.estimated_size()
-            writer, schema = self._open(int(number), table.schema)
-            writer.write_table(table.cast(schema) if table.schema != schema else table)
+            self._write(int(number), part)
 
-    def _open(self, number: int, schema: pa.Schema):
-        if number not in self._writers:
-            handle = self.fs.open(self.path(number), "wb")
-            writer = pa.ipc.new_file(handle, schema, options=_IPC_OPTIONS)
-            self._writers[number] = (handle, writer, schema)
-        _, writer, schema = self._writers[number]
-        return writer, schema
-
-    def close_files(self) -> dict[int, int]:
-        """Finish every file; return the bytes of each, by number."""
-        sizes = {}
-        for number, (handle, writer, _) in sorted(self._writers.items()):
-            writer.close()
-            handle.close()
-            sizes[number] = self.fs.size(self.path(number))
-        self._writers.clear()
-        return sizes
+    def _write(self, number: int, part: pl.DataFrame) -> None:
+        table = part.to_arrow()
+        if self._writer is None:
+            self._schema = table.schema
+            self._handle = _open_output(self.fs, self.path)
+            self._writer = pa.ipc.new_file(self._handle, self._schema, options=_IPC_OPTIONS)
+        if table.schema != self._schema:
+            table = table.cast(self._schema)
+        batches = table.combine_chunks().to_batches()
+        for batch in batches:
+            start = self._handle.tell()
+            self._writer.write_batch(batch)
+            memory = part.estimated_size() * batch.num_rows // max(1, part.height)
+            entry = BatchEntry(number, batch.num_rows, self._handle.tell() - start, memory)
+            self.batches.append(entry)
 
     def close(self) -> int:
-        """Finish every file; return the bytes written."""
-        return sum(self.close_files().values())
+        """Finish the file; return its bytes (0, and no file, when no row was written)."""
+        if self._writer is None:
+            return 0
+        self._writer.close()
+        self._handle.close()
+        self._writer = self._handle = None
+        return self.fs.size(self.path)
 
     def abort(self) -> None:
-        for handle, writer, _ in self._writers.values():
+        if self._writer is not None:
             try:
-                writer.close()
+                self._writer.close()
             finally:
-                handle.close()
-        self._writers.clear()
+                self._handle.close()
+        self._writer = self._handle = None
 
 
-class ShuffleWriter(PartitionFiles):
-    """One map task's partition files."""
+DATA_FILE, INDEX_FILE = "data.arrow", "index.json"
+
+
+class ShuffleWriter(PartitionedFile):
+    """One map task's rows, partitioned: ``data.arrow`` and its index, ``index.json``."""
 
     def __init__(self, sink: ShuffleSink, attempt_dir: str) -> None:
-        super().__init__(*filesystem(attempt_dir, sink.storage_options or {}))
+        fs, root = filesystem(attempt_dir, sink.storage_options or {})
+        super().__init__(fs, posixpath.join(root, DATA_FILE))
+        self.root = root
         self.sink = sink
 
     def write(self, frame: pl.DataFrame) -> None:
@@ -199,3 +223,12 @@ class ShuffleWriter(PartitionFiles):
         else:
             numbers = partition_of(frame, self.sink.keys, self.sink.partitions)
         self.write_numbered(frame, numbers)
+
+    def close(self) -> int:
+        """Finish the data file and write the index; return the bytes of both."""
+        nbytes = super().close()
+        rows = [[b.partition, b.rows, b.disk_bytes, b.memory_bytes] for b in self.batches]
+        index = json.dumps({"batches": rows}).encode()
+        with self.fs.open(posixpath.join(self.root, INDEX_FILE), "wb") as handle:
+            handle.write(index)
+        return nbytes + len(index)

@@ -9,6 +9,7 @@ matches alone exceed the room stops the task with an error naming the key.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -19,8 +20,16 @@ import fsspec
 import polars as pl
 
 from terabatch.errors import PartitionTooLargeError
-from terabatch.io.repartition import Piece, Splitter, fanout, fits, load
-from terabatch.io.shuffle import WORKING_FACTOR, RangeSpec, partition_file, partition_of
+from terabatch.io.repartition import Piece, Segment, Splitter, fanout, fits, load
+from terabatch.io.shuffle import (
+    DATA_FILE,
+    INDEX_FILE,
+    WORKING_FACTOR,
+    BatchEntry,
+    RangeSpec,
+    map_dir,
+    partition_of,
+)
 from terabatch.io.sources import Batch
 from terabatch.io.storage import filesystem
 from terabatch.run.memory import format_size
@@ -46,25 +55,25 @@ class ShufflePartition:
         return f"shuffle {self.shuffle} partitions {self.index}-{last}"
 
 
-_MAP_OUTPUT = re.compile(r"map-(\d+)/part-(\d+)\.arrow")
+_MAP_INDEX = re.compile(r"map-(\d+)/" + re.escape(INDEX_FILE))
 
 
-def map_outputs(fs, directory: str) -> dict[int, list[tuple[int, str, int]]]:
-    """(map task, path, bytes) of every file of a finished map stage, by partition, from one
-    listing.
+def map_outputs(fs, directory: str) -> dict[int, list[BatchEntry]]:
+    """The index of every committed map task's file, by map task, from one listing.
 
-    Only committed map outputs count: attempts in progress and a reduce task's scratch pieces
-    live under other names.
+    Attempts in progress and a reduce task's scratch pieces live under other names. A map task
+    that wrote no rows has an empty index.
     """
     if not fs.exists(directory):
         return {}
-    found: dict[int, list[tuple[int, str, int]]] = {}
     root = directory.rstrip("/") + "/"
-    for path, info in fs.find(directory, detail=True).items():
-        match = _MAP_OUTPUT.fullmatch(path[len(root) :]) if path.startswith(root) else None
+    found: dict[int, list[BatchEntry]] = {}
+    for path in fs.find(directory):
+        match = _MAP_INDEX.fullmatch(path[len(root) :]) if path.startswith(root) else None
         if match is not None:
-            entry = (int(match.group(1)), path, int(info.get("size") or 0))
-            found.setdefault(int(match.group(2)), []).append(entry)
+            with fs.open(path, "rb") as handle:
+                rows = json.loads(handle.read())["batches"]
+            found[int(match.group(1))] = [BatchEntry(*row) for row in rows]
     return found
 
 
@@ -91,33 +100,34 @@ class ShuffleSource:
 
     def partition_bytes(self) -> dict[int, int]:
         """Bytes on disk of each partition, once the map stage has finished."""
-        outputs = map_outputs(*self.location())
-        return {p: sum(size for _, _, size in files) for p, files in outputs.items()}
+        sizes: dict[int, int] = {}
+        for batches in map_outputs(*self.location()).values():
+            for entry in batches:
+                sizes[entry.partition] = sizes.get(entry.partition, 0) + entry.disk_bytes
+        return sizes
 
     def piece(self, fs, split: ShufflePartition) -> Piece:
-        """The split's files: per partition, one per map task that wrote rows to it, in map
-        task order (which keeps ``first`` and ``last`` exact)."""
-        if split.count == 1:
-            paths = [
-                path
-                for task_id in range(self.map_tasks)
-                if fs.exists(path := partition_file(self.directory, task_id, split.index))
-            ]
-            return Piece(tuple(paths), sum(fs.size(p) for p in paths))
-        outputs = map_outputs(fs, self.location()[1])
-        files = [
-            entry
-            for partition in range(split.index, split.index + split.count)
-            for entry in sorted(outputs.get(partition, ()))
-        ]
-        return Piece(tuple(path for _, path, _ in files), sum(size for *_, size in files))
+        """The split's rows: from every map task, in map task order, the batches of its
+        partitions (which keeps ``first`` and ``last`` exact: a key's rows are in one
+        partition)."""
+        wanted = range(split.index, split.index + split.count)
+        root = self.location()[1]
+        segments, disk, memory = [], 0, 0
+        for task_id, batches in sorted(map_outputs(fs, root).items()):
+            numbers = tuple(i for i, b in enumerate(batches) if b.partition in wanted)
+            if numbers:
+                path = posixpath.join(map_dir(root, task_id), DATA_FILE)
+                segments.append(Segment(path, numbers))
+                disk += sum(batches[i].disk_bytes for i in numbers)
+                memory += sum(batches[i].memory_bytes for i in numbers)
+        return Piece(tuple(segments), disk, memory)
 
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
         fs, root = self.location()
         piece = self.piece(fs, split)
-        if not piece.paths:
+        if not piece.segments:
             return
         if self.data_room is None or fits(piece.memory_bytes, self.data_room):
             yield Batch(load(fs, piece), split.describe)

@@ -32,12 +32,11 @@ pytest.importorskip("distributed")
 KEYS = 40
 REGIONS = ("east", "north", "south", "west")
 SHUFFLE_FILE = re.compile(
-    r"runs/[0-9a-f]{16}/shuffle/shuffle-(1/left|1/right|2)/map-\d{5}/part-\d{5}\.arrow$"
+    r"runs/[0-9a-f]{16}/shuffle/shuffle-(1/left|1/right|2)/map-\d{5}/(data\.arrow|index\.json)$"
 )
 # The pieces of a join partition too large for a worker's room, split again beside it.
 PIECE_FILE = re.compile(
-    r"runs/[0-9a-f]{16}/shuffle/shuffle-1/left/split-\d{5}-[0-9a-f]{8}/p-(left|right)/"
-    r"part-\d{5}\.arrow$"
+    r"runs/[0-9a-f]{16}/shuffle/shuffle-1/left/split-\d{5}-[0-9a-f]{8}/p-(left|right)\.arrow$"
 )
 
 

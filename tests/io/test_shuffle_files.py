@@ -1,5 +1,6 @@
-"""Shuffle files: every row lands in exactly one partition, and a partition too large to load
-is refused with its heaviest key named instead of running a worker out of memory."""
+"""Shuffle files: every row lands in exactly one partition, a map task writes one data file and
+its index whatever the number of partitions, and a partition too large to load is refused with
+its heaviest key named instead of running a worker out of memory."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from terabatch.errors import PartitionTooLargeError
-from terabatch.io.shuffle import ShuffleSink, ShuffleWriter, map_dir
+from terabatch.io.repartition import load, pieces_of
+from terabatch.io.shuffle import PartitionedFile, ShuffleSink, ShuffleWriter, map_dir
 from terabatch.io.shuffle_read import ShufflePartition, ShuffleSource
+from terabatch.io.storage import filesystem
 
 SKEWED = pl.DataFrame({"k": ["hot"] * 5_000 + [f"c{i}" for i in range(500)], "v": range(5_500)})
 
@@ -45,3 +50,48 @@ def test_a_partition_too_large_names_its_heaviest_key(tmp_path: Path) -> None:
     with pytest.raises(PartitionTooLargeError, match=r"key \{'k': 'hot'\} alone has 5,000 rows"):
         read_partition(tmp_path, 2, hot, room=1_000)
     assert read_partition(tmp_path, 2, hot, room=1 << 30)["k"].to_list().count("hot") == 5_000
+
+
+def test_a_map_task_writes_one_data_file_and_its_index(tmp_path: Path) -> None:
+    write_map_outputs(tmp_path, SKEWED, partitions=64, maps=3)
+    for task_id in range(3):
+        names = sorted(p.name for p in Path(map_dir(str(tmp_path), task_id)).iterdir())
+        assert names == ["data.arrow", "index.json"]
+    parts = [read_partition(tmp_path, 3, i, None) for i in range(64)]
+    assert sum(p.height for p in parts) == SKEWED.height
+    assert_frame_equal(pl.concat(parts).sort("v"), SKEWED)
+
+
+def test_a_map_task_without_rows_writes_an_empty_index(tmp_path: Path) -> None:
+    writer = ShuffleWriter(ShuffleSink(str(tmp_path), ("k",), 4), map_dir(str(tmp_path), 0))
+    writer.write(SKEWED.clear())
+    writer.close()
+    names = sorted(p.name for p in Path(map_dir(str(tmp_path), 0)).iterdir())
+    assert names == ["index.json"]
+    assert read_partition(tmp_path, 1, 0, None).height == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    writes=st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=30), min_size=1, max_size=6)
+)
+def test_property_pieces_hold_each_number_in_write_order(tmp_path_factory, writes) -> None:
+    """Rows written in several frames come back per number, in the order written."""
+    root = tmp_path_factory.mktemp("pf")
+    fs, path = filesystem(str(root / "f.arrow"), {})
+    file = PartitionedFile(fs, path)
+    frames, seen = [], 0
+    for numbers in writes:
+        frame = pl.DataFrame({"row": range(seen, seen + len(numbers))}, schema={"row": pl.Int64})
+        seen += len(numbers)
+        frames.append(frame.with_columns(n=pl.Series(numbers, dtype=pl.UInt32)))
+        file.write_numbered(frame, pl.Series(numbers, dtype=pl.UInt32))
+    file.close()
+    pieces = pieces_of(path, file.batches)
+    everything = pl.concat(frames)
+    assert set(pieces) == set(everything["n"].to_list())
+    for number, piece in pieces.items():
+        expected = everything.filter(pl.col("n") == number)["row"]
+        got = load(fs, piece)["row"]
+        assert got.to_list() == expected.to_list()
+        assert piece.measured == sum(b.memory_bytes for b in file.batches if b.partition == number)
