@@ -87,7 +87,6 @@ class ShuffleSource:
     """
 
     directory: str
-    map_tasks: int
     keys: tuple[str, ...] = ()
     data_room: int | None = None
     order: RangeSpec | None = None

@@ -345,7 +345,6 @@ class _Planner:
         self.notes[id(op)] = f"shuffle {number}"
         source = ShuffleSource(
             directory,
-            len(mapped),
             keys,
             self.sizes.data_room,
             ranges,
@@ -398,8 +397,8 @@ class _Planner:
             raise TerabatchError("join needs both sides' columns: declare map_batches(schema=...)")
         room = self.sizes.data_room
         source = JoinSource(
-            ShuffleSource(left_dir, len(left), join.left_on, room, storage_options=opts),
-            ShuffleSource(right_dir, len(right), join.right_on, room, storage_options=opts),
+            ShuffleSource(left_dir, join.left_on, room, storage_options=opts),
+            ShuffleSource(right_dir, join.right_on, room, storage_options=opts),
             left_schema,
             right_schema,
             join.left_on,

@@ -265,7 +265,7 @@ def test_pieces_hold_every_row_once_and_are_removed(tmp_path: Path) -> None:
         writer = ShuffleWriter(sink, map_dir(str(tmp_path), task_id))
         writer.write(part)
         writer.close()
-    source = ShuffleSource(str(tmp_path), 6, ("k",), data_room=ROOM)
+    source = ShuffleSource(str(tmp_path), ("k",), data_room=ROOM)
     pieces = [b.frame for b in source.read(ShufflePartition(0), None, 1 << 16)]
     assert len(pieces) > 1
     assert_frame_equal(pl.concat(pieces).sort("v"), frame.sort("v"))

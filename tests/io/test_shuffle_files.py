@@ -29,15 +29,15 @@ def write_map_outputs(root: Path, frame: pl.DataFrame, partitions: int, maps: in
         writer.close()
 
 
-def read_partition(root: Path, maps: int, index: int, room: int | None) -> pl.DataFrame:
-    source = ShuffleSource(str(root), maps, ("k",), room)
+def read_partition(root: Path, index: int, room: int | None) -> pl.DataFrame:
+    source = ShuffleSource(str(root), ("k",), room)
     frames = [b.frame for b in source.read(ShufflePartition(index), None, 1 << 20)]
     return pl.concat(frames) if frames else SKEWED.clear()
 
 
 def test_every_row_lands_in_exactly_one_partition(tmp_path: Path) -> None:
     write_map_outputs(tmp_path, SKEWED, partitions=4, maps=3)
-    parts = [read_partition(tmp_path, 3, i, None) for i in range(4)]
+    parts = [read_partition(tmp_path, i, None) for i in range(4)]
     assert_frame_equal(pl.concat(parts).sort("v"), SKEWED)
     # A key never spans two partitions.
     owners = [set(p["k"].to_list()) for p in parts]
@@ -46,10 +46,10 @@ def test_every_row_lands_in_exactly_one_partition(tmp_path: Path) -> None:
 
 def test_a_partition_too_large_names_its_heaviest_key(tmp_path: Path) -> None:
     write_map_outputs(tmp_path, SKEWED, partitions=2, maps=2)
-    hot = next(i for i in range(2) if "hot" in read_partition(tmp_path, 2, i, None)["k"])
+    hot = next(i for i in range(2) if "hot" in read_partition(tmp_path, i, None)["k"])
     with pytest.raises(PartitionTooLargeError, match=r"key \{'k': 'hot'\} alone has 5,000 rows"):
-        read_partition(tmp_path, 2, hot, room=1_000)
-    assert read_partition(tmp_path, 2, hot, room=1 << 30)["k"].to_list().count("hot") == 5_000
+        read_partition(tmp_path, hot, room=1_000)
+    assert read_partition(tmp_path, hot, room=1 << 30)["k"].to_list().count("hot") == 5_000
 
 
 def test_a_map_task_writes_one_data_file_and_its_index(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_a_map_task_writes_one_data_file_and_its_index(tmp_path: Path) -> None:
     for task_id in range(3):
         names = sorted(p.name for p in Path(map_dir(str(tmp_path), task_id)).iterdir())
         assert names == ["data.arrow", "index.json"]
-    parts = [read_partition(tmp_path, 3, i, None) for i in range(64)]
+    parts = [read_partition(tmp_path, i, None) for i in range(64)]
     assert sum(p.height for p in parts) == SKEWED.height
     assert_frame_equal(pl.concat(parts).sort("v"), SKEWED)
 
@@ -68,7 +68,7 @@ def test_a_map_task_without_rows_writes_an_empty_index(tmp_path: Path) -> None:
     writer.close()
     names = sorted(p.name for p in Path(map_dir(str(tmp_path), 0)).iterdir())
     assert names == ["index.json"]
-    assert read_partition(tmp_path, 1, 0, None).height == 0
+    assert read_partition(tmp_path, 0, None).height == 0
 
 
 @settings(max_examples=40, deadline=None)
