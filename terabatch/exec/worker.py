@@ -60,3 +60,8 @@ def serve(read_fd: int, write_fd: int) -> None:
 
 if __name__ == "__main__":
     serve(int(sys.argv[1]), int(sys.argv[2]))
+    # Every call is answered and its files closed: skip the interpreter's teardown (0.15 s
+    # with Polars and Arrow loaded), which the driver would wait for at the end of each job.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
