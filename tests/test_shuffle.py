@@ -383,3 +383,76 @@ def test_skewed_join_with_a_small_side_is_broadcast(tmp_path: Path, many_partiti
     )
     got = collect_inline(ds)
     assert_frame_equal(got, left.join(RIGHT, left_on="k", right_on="key", how="left"))
+
+
+# Keys that hardly repeat within a map task leave it row by row, as groups of one row.
+
+DISTINCT = pl.DataFrame(
+    {
+        "k": [None if n % 97 == 0 else f"k{n // 2 if n < 40 else n}" for n in range(600)],
+        "j": [n % 3 for n in range(600)],
+        "v": [None if n % 11 == 0 else n for n in range(600)],
+        "small": pl.Series([n % 100 - 50 for n in range(600)], dtype=pl.Int8),
+        "flag": [None if n % 13 == 0 else n % 2 == 0 for n in range(600)],
+        "w": [None if n % 7 == 0 else n / 3 for n in range(600)],
+    }
+)
+ROW_BY_ROW_AGGS = [
+    *AGGREGATIONS,
+    pl.col("small").sum().alias("small_sum"),
+    pl.col("flag").sum().alias("flags"),
+    pl.col("small").mean().alias("small_mean"),
+    pl.col("flag").max().alias("any_flag"),
+]
+
+
+def distinct_parquet(tmp_path: Path) -> Path:
+    path = tmp_path / "distinct.parquet"
+    DISTINCT.write_parquet(path, row_group_size=25)
+    return path
+
+
+@pytest.fixture
+def row_by_row(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> list[int]:
+    """Map tasks of several small batches, pre-combined a few rows at a time; counts the
+    batches that left a map task row by row."""
+    import terabatch.ops.shuffle as shuffle_ops
+
+    tiny_splits(8_000, 400)
+    monkeypatch.setattr(stages_module._Planner, "_hold_bytes", lambda self: 2_000)
+    calls: list[int] = []
+    streamed = shuffle_ops.stream_query
+
+    def spy(batches, query, limit, first, per_row=None):
+        def counted(frame: pl.DataFrame) -> pl.DataFrame:
+            calls.append(frame.height)
+            return per_row(frame)
+
+        return streamed(batches, query, limit, first, counted if per_row else None)
+
+    monkeypatch.setattr(shuffle_ops, "stream_query", spy)
+    return calls
+
+
+@pytest.mark.parametrize("keys", [["k"], ["k", "j"]])
+def test_distinct_keys_leave_row_by_row_and_equal_polars(
+    tmp_path: Path, row_by_row: list[int], keys: list[str]
+) -> None:
+    ds = tb.read_parquet(distinct_parquet(tmp_path))
+    got = collect_inline(ds.group_by(*keys).agg(*ROW_BY_ROW_AGGS))
+    same_rows(got, DISTINCT.group_by(keys).agg(*ROW_BY_ROW_AGGS), keys)
+    assert sum(row_by_row) > DISTINCT.height // 2
+
+
+@pytest.mark.parametrize("keep", ["first", "last", "any"])
+def test_distinct_rows_leave_row_by_row_for_unique(
+    tmp_path: Path, row_by_row: list[int], keep: str
+) -> None:
+    ds = tb.read_parquet(distinct_parquet(tmp_path))
+    got = collect_inline(ds.unique(["k"], keep=keep))
+    want = DISTINCT.unique(["k"], keep=keep)
+    if keep == "any":
+        assert got["k"].sort(nulls_last=True).equals(want["k"].sort(nulls_last=True))
+    else:
+        same_rows(got, want, ["k"])
+    assert sum(row_by_row) > DISTINCT.height // 2

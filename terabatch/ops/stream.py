@@ -20,6 +20,8 @@ from terabatch.io.sources import Batch
 
 # A result with fewer rows than this share of its input's: the keys repeat enough to hold more.
 SHRANK = 0.75
+# A result with more: the keys hardly repeat, and the hash table costs more than it saves.
+NO_GAIN = 0.9
 
 
 class _Feed:
@@ -67,6 +69,7 @@ def stream_query(
     query: Callable[[pl.LazyFrame], pl.LazyFrame],
     limit_bytes: int,
     first_limit_bytes: int | None = None,
+    per_row: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> Iterator[Batch]:
     """``query`` over the stream, as one streaming query per ``limit_bytes`` of batches.
 
@@ -74,7 +77,9 @@ def stream_query(
     memory. A query whose result has nearly as many rows as its input (keys nearly all
     distinct: Polars' hash table then takes 4.5 times the input) keeps the smaller
     ``first_limit_bytes`` for the next query; one that shrank its input well lets the next
-    take ``limit_bytes``.
+    take ``limit_bytes``. With ``per_row``, a query that shrank its input by less than a tenth
+    ends the querying: ``per_row`` then maps each remaining batch on its own, to the columns
+    and types of the query's result.
     """
     rest = iter(batches)
     pending = next(rest, None)
@@ -94,3 +99,12 @@ def stream_query(
             limit = limit_bytes
         yield Batch(result, feed.origin)
         pending = feed.pending
+        if per_row is not None and pending is not None and result.height >= NO_GAIN * feed.rows:
+            try:
+                first = per_row(pending.frame).cast(result.schema)
+            except pl.exceptions.PolarsError:
+                continue  # a type the row-by-row form does not take: keep querying
+            yield Batch(first, pending.origin)
+            for batch in rest:
+                yield Batch(per_row(batch.frame).cast(result.schema), batch.origin)
+            return

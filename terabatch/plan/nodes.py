@@ -109,11 +109,16 @@ class SampleKeys:
 class Precombine:
     """Physical, the map side of a shuffle: ``shrink`` (a partial ``Aggregate``, or a ``Unique``)
     over all of a task's batches at once, up to ``hold_bytes`` of rows at a time (half as many
-    until its keys are seen to repeat)."""
+    until its keys are seen to repeat).
+
+    ``per_row`` selects, from every row, the columns ``shrink`` would give a group of that row
+    alone: what the task ships instead, row by row, once its keys prove nearly all distinct.
+    """
 
     child: Node
     shrink: Aggregate | Unique
     hold_bytes: int
+    per_row: tuple[pl.Expr, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)

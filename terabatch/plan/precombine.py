@@ -28,6 +28,9 @@ class Split:
     combine: tuple[pl.Expr, ...]
     final: tuple[pl.Expr, ...]
     kinds: tuple[str, ...]
+    # The partial columns of a group of one row, computed row by row (no hash table): what a
+    # map task ships when its keys are nearly all distinct. Cast to the partials' types.
+    per_row: tuple[pl.Expr, ...]
 
 
 def _kind_and_column(expr: pl.Expr) -> tuple[str, str | None] | None:
@@ -66,6 +69,7 @@ def split_aggregations(aggs: tuple[pl.Expr, ...]) -> Split | None:
     combine: list[pl.Expr] = []
     final: list[pl.Expr] = []
     kinds: list[str] = []
+    per_row: list[pl.Expr] = []
     for i, agg in enumerate(aggs):
         found = _kind_and_column(agg)
         name = output_name(agg)
@@ -77,19 +81,29 @@ def split_aggregations(aggs: tuple[pl.Expr, ...]) -> Split | None:
         if kind == "Len":
             partial.append(pl.len().alias(p))
             combine.append(pl.col(p).sum())
+            per_row.append(pl.lit(1).alias(p))
         elif kind == "Count":
             partial.append(pl.col(column).count().alias(p))
             combine.append(pl.col(p).sum())
+            per_row.append(pl.col(column).is_not_null().alias(p))
         elif kind == "Mean":
             partial += [pl.col(column).sum().alias(p), pl.col(column).count().alias(p + "n")]
             combine += [pl.col(p).sum(), pl.col(p + "n").sum()]
+            per_row += [_sum_of_one(column).alias(p), pl.col(column).is_not_null().alias(p + "n")]
         else:
             method = kind.lower()
             partial.append(getattr(pl.col(column), method)().alias(p))
             combine.append(getattr(pl.col(p), method)())
+            one = _sum_of_one(column) if kind == "Sum" else pl.col(column)
+            per_row.append(one.alias(p))
         if kind == "Mean":
             total, count = pl.col(p), pl.col(p + "n")
             final.append(pl.when(count > 0).then(total / count).alias(name))
         else:
             final.append(pl.col(p).alias(name))
-    return Split(tuple(partial), tuple(combine), tuple(final), tuple(kinds))
+    return Split(tuple(partial), tuple(combine), tuple(final), tuple(kinds), tuple(per_row))
+
+
+def _sum_of_one(column: str) -> pl.Expr:
+    """The sum of a group holding one value: the value, or 0 for a null (as Polars sums)."""
+    return pl.col(column).fill_null(0)

@@ -65,7 +65,8 @@ def map_and_reduce_ops(
     if isinstance(op, Window | Sort):
         return (), (op,)
     if isinstance(op, Unique):
-        per_batch = (Precombine(op.child, op, hold_bytes),) if op.keep != "none" else ()
+        shrink = Precombine(op.child, op, hold_bytes, per_row=(pl.all(),))
+        per_batch = (shrink,) if op.keep != "none" else ()
         return per_batch, (op,)
     key_columns = tuple(pl.col(n) for n in keys)
     named_keys = tuple(
@@ -83,7 +84,7 @@ def map_and_reduce_ops(
     combine = replace(op, keys=key_columns, aggs=split.combine)
     partial = replace(op, keys=key_columns, aggs=split.partial)
     return (
-        (Precombine(op.child, partial, hold_bytes),),
+        (Precombine(op.child, partial, hold_bytes, (*key_columns, *split.per_row)),),
         (
             combine,
             Select(op, (*named_keys, *final)),

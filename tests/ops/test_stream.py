@@ -65,6 +65,29 @@ def test_distinct_keys_keep_the_small_bound_repeating_keys_take_the_large_one() 
     assert len(grown) == 3  # one batch, then four, then the last three
 
 
+def _one_row_groups(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("k", pl.col("v").fill_null(0), pl.lit(1).alias("len"))
+
+
+def test_keys_that_never_repeat_leave_row_by_row_after_the_first_query() -> None:
+    frames = [
+        pl.DataFrame({"k": range(i * 100, (i + 1) * 100), "v": [1, None] * 50}) for i in range(6)
+    ]
+    size = frames[0].estimated_size()
+    out = [b.frame for b in stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups)]
+    assert len(out) == 6  # one query over the first batch, then one batch per batch
+    assert all(f.schema == out[0].schema for f in out)  # cast to the query's types
+    want = pl.concat(frames).group_by("k").agg(pl.col("v").sum(), pl.len())
+    assert_frame_equal(pl.concat(out).sort("k"), want.sort("k"))
+
+
+def test_keys_that_repeat_keep_being_queried() -> None:
+    frames = [pl.DataFrame({"k": [j % 10 for j in range(100)], "v": [1] * 100})] * 6
+    size = frames[0].estimated_size()
+    out = list(stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups))
+    assert [b.frame.height for b in out] == [10, 10, 10, 10]  # 1, 2, 2, 1 batches per query
+
+
 class Boom(Exception):
     pass
 
