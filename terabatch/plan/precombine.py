@@ -30,7 +30,7 @@ import io
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -96,12 +96,14 @@ _SYMBOLS = {
 
 @dataclass(frozen=True)
 class Split:
-    """Columns a map task adds to its rows, the aggregations it runs over them, the aggregations
-    the reduce side runs over the partial rows, the final column expressions, and a short
+    """Columns a map task adds to its rows, the aggregations it runs over them, group
+    aggregates the reduce side adds to the partial rows (to compute with ``over(keys)``), the
+    aggregations it runs over the partial rows, the final column expressions, and a short
     description of each aggregation (for ``explain()``)."""
 
     prepare: tuple[pl.Expr, ...]
     partial: tuple[pl.Expr, ...]
+    pooled: tuple[pl.Expr, ...]
     combine: tuple[pl.Expr, ...]
     final: tuple[pl.Expr, ...]
     kinds: tuple[str, ...]
@@ -156,7 +158,7 @@ class _Splitter:
     def _parts(self, node: object, p: str) -> tuple[Parts, str] | None:
         """Partials of a splittable aggregation, or None."""
         if node == "Len":
-            return Parts((), (pl.len().alias(p),), (pl.col(p).sum(),), pl.col(p)), "len"
+            return Parts((), (pl.len().alias(p),), (), (pl.col(p).sum(),), pl.col(p)), "len"
         if not isinstance(node, dict):
             return None
         if "Function" in node:
@@ -178,11 +180,12 @@ class _Splitter:
             kind = "Nan" + kind
         if kind in _REAPPLIED:
             again = _REAPPLIED[kind]
-            parts = Parts((), (again(pl.col(column)).alias(p),), (again(pl.col(p)),), pl.col(p))
+            partial, combine = again(pl.col(column)).alias(p), again(pl.col(p))
+            parts = Parts((), (partial,), (), (combine,), pl.col(p))
             return parts, _snake(kind)
         if kind == "Count":
             counted = pl.col(column).len() if body.get("include_nulls") else pl.col(column).count()
-            return Parts((), (counted.alias(p),), (pl.col(p).sum(),), pl.col(p)), "count"
+            return Parts((), (counted.alias(p),), (), (pl.col(p).sum(),), pl.col(p)), "count"
         if kind == "Mean" and self._numeric(column):
             total, count = pl.col(p), pl.col(p + "n")
             # Float32 sums in Float32; Polars' own mean of it does not.
@@ -193,7 +196,7 @@ class _Splitter:
             )
             partial = (summed.sum().alias(p), pl.col(column).count().alias(p + "n"))
             value = pl.when(count > 0).then(total / count)
-            return Parts((), partial, (total.sum(), count.sum()), value), "mean"
+            return Parts((), partial, (), (total.sum(), count.sum()), value), "mean"
         return None
 
     def _pair_parts(self, function: object, p: str) -> tuple[Parts, str] | None:
@@ -230,7 +233,7 @@ class _Splitter:
             parts, kind = split
             dtype = self._dtype(node)
             value = parts.value.cast(dtype) if dtype is not None else parts.value
-            self.parts[key] = Parts(parts.prepare, parts.partial, parts.combine, value)
+            self.parts[key] = replace(parts, value=value)
             self.kinds[key] = kind
         self.found += 1
         return _as_json(self.parts[key].value), self.kinds[key]
@@ -330,6 +333,7 @@ def split_aggregations(aggs: tuple[pl.Expr, ...], schema: pl.Schema | None = Non
     return Split(
         tuple(e for p in parts for e in p.prepare),
         tuple(e for p in parts for e in p.partial),
+        tuple(e for p in parts for e in p.pooled),
         tuple(e for p in parts for e in p.combine),
         tuple(final),
         tuple(kinds),

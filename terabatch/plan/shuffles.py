@@ -85,9 +85,14 @@ def map_and_reduce_ops(
     # Columns the partials read (a pair of columns nulled where either is null) are added to
     # the rows first, so that the partials stay Polars' fast streaming aggregations.
     prepare = (WithColumns(op.child, split.prepare),) if split.prepare else ()
+    # A group's pooled means, which the combining aggregations read, as windows over each whole
+    # partition: Polars' group_by evaluates an aggregation that refers to another aggregation
+    # of its group group by group.
+    windows = tuple(e.over(*key_columns) for e in split.pooled)
+    pooled = (Window(op, windows, keys),) if windows else ()
     return (
         (*prepare, Precombine(op.child, partial, hold_bytes)),
-        (combine, Select(op, (*named_keys, *final))),
+        (*pooled, combine, Select(op, (*named_keys, *final))),
     )
 
 

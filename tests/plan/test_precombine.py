@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import terabatch as tb
+from terabatch.io import repartition
 
 
 def _data() -> pl.DataFrame:
@@ -204,11 +205,41 @@ def test_mean_of_dates_is_not_a_sum_over_a_count(tmp_path: Path, many_partitions
     assert_close(collect_inline(ds), frame.group_by("k").agg(*aggs[:1]), ["k"])
 
 
+def test_partitions_split_again_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_splits, tiny_room
+) -> None:
+    """A reduce partition too large for its task is re-split by key into pieces; the pooled
+    means (windows over the keys) and the combine then run per piece."""
+    tiny_splits(4_000)
+    tiny_room(20_000)
+    pieces: list[int] = []
+    split = repartition.split
+
+    def spy(fs, piece, *args, **kwargs):
+        pieces.append(piece.disk_bytes)
+        return split(fs, piece, *args, **kwargs)
+
+    monkeypatch.setattr(repartition, "split", spy)
+    rng = random.Random(11)
+    frame = pl.DataFrame(
+        {
+            "k": [rng.randint(0, 1500) for _ in range(6000)],
+            "x": [None if rng.random() < 0.1 else rng.gauss(0, 10) for _ in range(6000)],
+            "y": [rng.gauss(0, 10) for _ in range(6000)],
+        }
+    )
+    aggs = [x.std(), pl.corr("x", "y").alias("r"), (y.max() - x.min()).alias("range")]
+    frame.write_parquet(tmp_path / "in.parquet", row_group_size=250)
+    got = collect_inline(tb.read_parquet(tmp_path / "in.parquet").group_by("k").agg(*aggs))
+    assert pieces
+    assert_close(got, frame.group_by("k").agg(*aggs), ["k"])
+
+
 values = st.one_of(st.none(), st.integers(-40, 40).map(lambda n: n / 4))
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     rows=st.lists(
