@@ -133,4 +133,4 @@ def precombine_note(op: Aggregate | Unique | Window | Sort) -> str:
     split = split_aggregations(op.aggs, output_schema(op.child))
     if split is None:
         return "no pre-combining (an aggregation needs all rows of a group)"
-    return f"pre-combined per task: {', '.join(k.lower() for k in split.kinds)}"
+    return f"pre-combined per task: {', '.join(split.kinds)}"
