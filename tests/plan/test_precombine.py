@@ -197,12 +197,11 @@ def test_holistic_aggregations_ship_rows_and_stay_exact(tmp_path: Path, many_par
 
 def test_mean_of_dates_is_not_a_sum_over_a_count(tmp_path: Path, many_partitions) -> None:
     frame = DATA.with_columns(d=pl.date(2026, 1, 1) + pl.duration(days=pl.col("s")))
-    aggs = [pl.col("d").mean(), pl.col("d").std().alias("sd")]
-    with pytest.raises(Exception, match="std"):
-        frame.group_by("k").agg(*aggs)
-    ds = grouped(tmp_path, frame, aggs[:1])
+    # Splitting it into a sum and a count failed the job: Polars cannot sum dates.
+    aggs = [pl.col("d").mean(), pl.len()]
+    ds = grouped(tmp_path, frame, aggs)
     assert "no pre-combining" in ds.explain()
-    assert_close(collect_inline(ds), frame.group_by("k").agg(*aggs[:1]), ["k"])
+    assert_close(collect_inline(ds), frame.group_by("k").agg(*aggs), ["k"])
 
 
 def test_partitions_split_again_stay_exact(
