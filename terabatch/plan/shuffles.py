@@ -72,7 +72,7 @@ def map_and_reduce_ops(
     named_keys = tuple(
         pl.col(n).alias(output_name(k) or n) for n, k in zip(keys, op.keys, strict=True)
     )
-    split = split_aggregations(op.aggs)
+    split = split_aggregations(op.aggs, output_schema(op.child))
     direct = output_schema(op)
     if split is None:
         # One expression may give several columns (pl.col("x", "y").median()): take the names
@@ -83,12 +83,18 @@ def map_and_reduce_ops(
     final = tuple(f.cast(direct[output_name(f)]) if direct is not None else f for f in split.final)
     combine = replace(op, keys=key_columns, aggs=split.combine)
     partial = replace(op, keys=key_columns, aggs=split.partial)
+    # Columns the partials read (a pair of columns nulled where either is null) are added to
+    # the rows first, so that the partials stay Polars' fast streaming aggregations.
+    prepare = (WithColumns(op.child, split.prepare),) if split.prepare else ()
+    one_row = (*key_columns, *split.per_row) if split.per_row is not None else None
+    # A group's pooled means, which the combining aggregations read, as windows over each whole
+    # partition: Polars' group_by evaluates an aggregation that refers to another aggregation
+    # of its group group by group.
+    windows = tuple(e.over(*key_columns) for e in split.pooled)
+    pooled = (Window(op, windows, keys),) if windows else ()
     return (
-        (Precombine(op.child, partial, hold_bytes, (*key_columns, *split.per_row)),),
-        (
-            combine,
-            Select(op, (*named_keys, *final)),
-        ),
+        (*prepare, Precombine(op.child, partial, hold_bytes, one_row)),
+        (*pooled, combine, Select(op, (*named_keys, *final))),
     )
 
 
@@ -114,17 +120,19 @@ def describe_shuffle(op: Shuffle) -> str:
 def precombine_note(op: Aggregate | Unique | Window | Sort) -> str:
     """Which work the map tasks do before shuffling, for ``explain()``.
 
-    >>> from terabatch.plan.nodes import Aggregate
-    >>> precombine_note(Aggregate(None, (pl.col("k"),), (pl.col("v").sum(), pl.len())))
-    'pre-combined per task: sum, len'
-    >>> precombine_note(Aggregate(None, (pl.col("k"),), (pl.col("v").median(),)))
+    >>> from terabatch.plan.nodes import Aggregate, MapBatches
+    >>> rows = MapBatches(None, None, None, pl.Schema({"k": pl.String, "v": pl.Float64}))
+    >>> spread = (pl.col("v").max() - pl.col("v").min()).alias("spread")
+    >>> precombine_note(Aggregate(rows, (pl.col("k"),), (pl.col("v").std(), spread, pl.len())))
+    'pre-combined per task: std, max - min, len'
+    >>> precombine_note(Aggregate(rows, (pl.col("k"),), (pl.col("v").median(),)))
     'no pre-combining (an aggregation needs all rows of a group)'
     """
     if isinstance(op, Unique):
         return "unique per task (pre-combined)" if op.keep != "none" else ""
     if isinstance(op, Window | Sort):
         return ""
-    split = split_aggregations(op.aggs)
+    split = split_aggregations(op.aggs, output_schema(op.child))
     if split is None:
         return "no pre-combining (an aggregation needs all rows of a group)"
-    return f"pre-combined per task: {', '.join(k.lower() for k in split.kinds)}"
+    return f"pre-combined per task: {', '.join(split.kinds)}"
