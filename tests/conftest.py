@@ -64,6 +64,22 @@ def many_partitions(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> None:
 
 
 @pytest.fixture
+def recorded_splits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The disk bytes of every piece a reduce task re-split (``repartition.split``), in order."""
+    from terabatch.io import repartition
+
+    calls: list[int] = []
+    split = repartition.split
+
+    def spy(fs, piece, *args, **kwargs):
+        calls.append(piece.disk_bytes)
+        return split(fs, piece, *args, **kwargs)
+
+    monkeypatch.setattr(repartition, "split", spy)
+    return calls
+
+
+@pytest.fixture
 def tiny_room(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """Call ``tiny_room(nbytes)`` to give reduce tasks only ``nbytes`` of memory for data, so
     that their partitions do not fit and are split again (or refused, for one heavy key)."""

@@ -23,7 +23,6 @@ from polars.testing import assert_frame_equal
 import terabatch as tb
 import terabatch.plan.stages as stages_module
 from terabatch.errors import PartitionTooLargeError
-from terabatch.io import repartition
 from terabatch.io.shuffle import ShuffleSink, ShuffleWriter, map_dir
 from terabatch.io.shuffle_read import JoinSource, ShufflePartition, ShuffleSource
 
@@ -53,19 +52,11 @@ SKEWED = make_data(4_000, keys=300, hot=0.5, seed=1)
 
 
 @pytest.fixture
-def splits(monkeypatch: pytest.MonkeyPatch, tiny_splits, tiny_room) -> list[int]:
+def splits(tiny_splits, tiny_room, recorded_splits) -> list[int]:
     """Split the input finely, give reduce tasks ``ROOM`` bytes, and record every re-split."""
     tiny_splits(4_000)
     tiny_room(ROOM)
-    calls: list[int] = []
-    split = repartition.split
-
-    def spy(fs, piece, *args, **kwargs):
-        calls.append(piece.disk_bytes)
-        return split(fs, piece, *args, **kwargs)
-
-    monkeypatch.setattr(repartition, "split", spy)
-    return calls
+    return recorded_splits
 
 
 def read(tmp_path: Path, frame: pl.DataFrame, name: str = "in") -> tb.Dataset:

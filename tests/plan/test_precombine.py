@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import terabatch as tb
-from terabatch.io import repartition
 
 
 def _data() -> pl.DataFrame:
@@ -205,20 +204,13 @@ def test_mean_of_dates_is_not_a_sum_over_a_count(tmp_path: Path, many_partitions
 
 
 def test_partitions_split_again_stay_exact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_splits, tiny_room
+    tmp_path: Path, tiny_splits, tiny_room, recorded_splits
 ) -> None:
     """A reduce partition too large for its task is re-split by key into pieces; the pooled
     means (windows over the keys) and the combine then run per piece."""
     tiny_splits(4_000)
     tiny_room(20_000)
-    pieces: list[int] = []
-    split = repartition.split
-
-    def spy(fs, piece, *args, **kwargs):
-        pieces.append(piece.disk_bytes)
-        return split(fs, piece, *args, **kwargs)
-
-    monkeypatch.setattr(repartition, "split", spy)
+    pieces = recorded_splits
     rng = random.Random(11)
     frame = pl.DataFrame(
         {
