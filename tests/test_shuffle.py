@@ -423,12 +423,12 @@ def row_by_row(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> list[int]:
     calls: list[int] = []
     streamed = shuffle_ops.stream_query
 
-    def spy(batches, query, limit, first, per_row=None):
+    def spy(batches, query, limit, first, per_row=None, memory_cap=None):
         def counted(frame: pl.DataFrame) -> pl.DataFrame:
             calls.append(frame.height)
             return per_row(frame)
 
-        return streamed(batches, query, limit, first, counted if per_row else None)
+        return streamed(batches, query, limit, first, counted if per_row else None, memory_cap)
 
     monkeypatch.setattr(shuffle_ops, "stream_query", spy)
     return calls
@@ -456,3 +456,26 @@ def test_distinct_rows_leave_row_by_row_for_unique(
     else:
         same_rows(got, want, ["k"])
     assert sum(row_by_row) > DISTINCT.height // 2
+
+
+def test_pre_combining_queries_stop_growing_below_the_worker_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import terabatch.ops.shuffle as shuffle_ops
+    from terabatch.exec.inline import InlineExecutor
+
+    caps: list[int | None] = []
+    streamed = shuffle_ops.stream_query
+
+    def spy(batches, query, limit, first, per_row=None, memory_cap=None):
+        caps.append(memory_cap)
+        return streamed(batches, query, limit, first, per_row, memory_cap)
+
+    monkeypatch.setattr(shuffle_ops, "stream_query", spy)
+    frame = pl.DataFrame({"k": [i % 10 for i in range(1000)], "v": range(1000)})
+    path = tmp_path / "rows.parquet"
+    frame.write_parquet(path)
+    ds = tb.read_parquet(path).group_by("k").agg(pl.col("v").sum())
+    got = ds.collect(memory="1GB", executor=InlineExecutor(), progress=False)
+    same_rows(got, frame.group_by("k").agg(pl.col("v").sum()), ["k"])
+    assert caps and all(cap is not None and 0 < cap < (1 << 30) for cap in caps)

@@ -77,6 +77,11 @@ def reduce(op: Aggregate | Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
         yield Batch(in_fixed_order(shrunk, keys), batch.origin)
 
 
+# The first query of a map task, which tells whether its keys repeat, takes an eighth of what
+# later queries take (one batch, mostly): its rows are hashed again when they do.
+PROBE_SHARE = 8
+
+
 def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
     """Shrink a task's rows with one streaming query, so each key leaves the task once.
 
@@ -96,7 +101,9 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
         def per_row(frame: pl.DataFrame) -> pl.DataFrame:
             return frame.select(*exprs)
 
-    for batch in stream_query(batches, query, op.hold_bytes, op.hold_bytes // 2, per_row):
+    for batch in stream_query(
+        batches, query, op.hold_bytes, op.hold_bytes // PROBE_SHARE, per_row, op.memory_cap
+    ):
         if batch.frame.height:
             yield batch
 

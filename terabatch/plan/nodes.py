@@ -113,12 +113,15 @@ class Precombine:
 
     ``per_row`` selects, from every row, the columns ``shrink`` would give a group of that row
     alone: what the task ships instead, row by row, once its keys prove nearly all distinct.
+    Once keys are seen to repeat, one query takes more than ``hold_bytes`` while its worker
+    holds less than ``memory_cap`` bytes (``None``: no more).
     """
 
     child: Node
     shrink: Aggregate | Unique
     hold_bytes: int
     per_row: tuple[pl.Expr, ...] | None = None
+    memory_cap: int | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -53,19 +53,23 @@ def shuffle_keys(op: Aggregate | Unique | Window | Sort) -> tuple[tuple[str, ...
 
 
 def map_and_reduce_ops(
-    op: Aggregate | Unique | Window | Sort, keys: tuple[str, ...], hold_bytes: int
+    op: Aggregate | Unique | Window | Sort,
+    keys: tuple[str, ...],
+    hold_bytes: int,
+    memory_cap: int | None = None,
 ) -> tuple[tuple[Narrow | Shuffle | Precombine, ...], tuple[Narrow | Shuffle, ...]]:
     """Operators for the map side (over a task's batches) and the reduce side (per whole
     partition).
 
     Decomposable aggregations and ``unique(keep != "none")`` shrink a task's rows (up to
-    ``hold_bytes`` of them at a time) before the shuffle; everything else ships rows and is
+    ``hold_bytes`` of them at a time, more while the worker holds less than ``memory_cap``)
+    before the shuffle; everything else ships rows and is
     computed whole on the reduce side.
     """
     if isinstance(op, Window | Sort):
         return (), (op,)
     if isinstance(op, Unique):
-        shrink = Precombine(op.child, op, hold_bytes, per_row=(pl.all(),))
+        shrink = Precombine(op.child, op, hold_bytes, (pl.all(),), memory_cap)
         per_batch = (shrink,) if op.keep != "none" else ()
         return per_batch, (op,)
     key_columns = tuple(pl.col(n) for n in keys)
@@ -93,7 +97,7 @@ def map_and_reduce_ops(
     windows = tuple(e.over(*key_columns) for e in split.pooled)
     pooled = (Window(op, windows, keys),) if windows else ()
     return (
-        (*prepare, Precombine(op.child, partial, hold_bytes, one_row)),
+        (*prepare, Precombine(op.child, partial, hold_bytes, one_row, memory_cap)),
         (*pooled, combine, Select(op, (*named_keys, *final))),
     )
 

@@ -21,6 +21,7 @@ first ``n`` in task order and runs what follows ``head`` itself.
 from __future__ import annotations
 
 import posixpath
+import sys
 from dataclasses import dataclass, field, replace
 
 import polars as pl
@@ -260,6 +261,14 @@ class _Planner:
         room = self.sizes.data_room
         return max(2 * self.sizes.chunk_bytes, (room if room is not None else 1 << 30) // 8)
 
+    def _memory_cap(self) -> int:
+        """The worker size up to which one pre-combining query keeps taking rows past
+        ``_hold_bytes``: the worker's budget less a third of its room for data, which the
+        query's result and the shuffle writer take next. Without a budget, no limit."""
+        if self.sizes.memory_limit is None or self.sizes.data_room is None:
+            return sys.maxsize
+        return self.sizes.memory_limit - self.sizes.data_room // 3
+
     def _directory(self, *parts: str) -> str:
         if self.root is None:
             raise ValueError("a plan with a shuffle needs a shuffle directory")
@@ -305,7 +314,7 @@ class _Planner:
         number = self.shuffles
         directory = self._directory(f"shuffle-{number}")
         keys, prepare = shuffle_keys(op)
-        map_ops, reduce_ops = map_and_reduce_ops(op, keys, self._hold_bytes())
+        map_ops, reduce_ops = map_and_reduce_ops(op, keys, self._hold_bytes(), self._memory_cap())
         ranges = RangeSpec(op.by, op.descending, op.nulls_last) if isinstance(op, Sort) else None
         sink = ShuffleSink(directory, keys, self.sizes.partitions, ranges, self.storage_options)
         if isinstance(op, Aggregate):

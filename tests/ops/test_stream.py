@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Iterator
 
 import polars as pl
@@ -53,16 +54,42 @@ def test_combining_the_results_gives_polars_answer(sizes: list[int], keys: int, 
     )
 
 
-def test_distinct_keys_keep_the_small_bound_repeating_keys_take_the_large_one() -> None:
+def test_distinct_keys_take_half_the_bound_repeating_keys_all_of_it() -> None:
     frames = [
         pl.DataFrame({"k": range(i * 1000, (i + 1) * 1000), "v": [1] * 1000}) for i in range(8)
     ]
     size = frames[0].estimated_size()
     distinct = list(stream_query(_batches(frames), _sums, 4 * size, size))
-    assert len(distinct) == 8  # every key new: one batch per query
+    # the probe's batch, then two batches per query
+    assert [b.frame.height for b in distinct] == [1000, 2000, 2000, 2000, 1000]
     repeating = [pl.DataFrame({"k": [j % 10 for j in range(1000)], "v": [1] * 1000})] * 8
     grown = list(stream_query(_batches(repeating), _sums, 4 * size, size))
-    assert len(grown) == 3  # one batch, then four, then the last three
+    assert len(grown) == 2  # the probe's result dropped, its batch queried again: four and four
+
+
+def test_repeating_keys_take_more_while_memory_allows() -> None:
+    frames = [pl.DataFrame({"k": [j % 10 for j in range(1000)], "v": [1] * 1000})] * 8
+    size = frames[0].estimated_size()
+    roomy = list(stream_query(_batches(frames), _sums, 2 * size, size, memory_cap=sys.maxsize))
+    assert [b.frame["v"].sum() for b in roomy] == [8000]  # one query over everything
+    full = list(stream_query(_batches(frames), _sums, 2 * size, size, memory_cap=0))
+    assert len(full) == 4  # the process is over the cap: queries stop at the bound
+
+
+def test_queries_again_over_the_probe_see_the_rows_in_input_order() -> None:
+    frames = [
+        pl.DataFrame({"k": [j % 7 for j in range(i, i + 50)], "v": range(i, i + 50)})
+        for i in range(0, 500, 50)
+    ]
+    size = frames[0].estimated_size()
+
+    def firsts(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return rows.group_by("k").agg(pl.col("v").first())
+
+    out = [b.frame for b in stream_query(_batches(frames), firsts, 3 * size, size)]
+    combined = pl.concat(out).group_by("k", maintain_order=True).agg(pl.col("v").first())
+    want = pl.concat(frames).group_by("k").agg(pl.col("v").first())
+    assert_frame_equal(combined.sort("k"), want.sort("k"))
 
 
 def _one_row_groups(frame: pl.DataFrame) -> pl.DataFrame:
@@ -85,7 +112,8 @@ def test_keys_that_repeat_keep_being_queried() -> None:
     frames = [pl.DataFrame({"k": [j % 10 for j in range(100)], "v": [1] * 100})] * 6
     size = frames[0].estimated_size()
     out = list(stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups))
-    assert [b.frame.height for b in out] == [10, 10, 10, 10]  # 1, 2, 2, 1 batches per query
+    # the probe's result dropped, then two batches per query
+    assert [b.frame.height for b in out] == [10, 10, 10]
 
 
 class Boom(Exception):
