@@ -423,12 +423,12 @@ def row_by_row(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> list[int]:
     calls: list[int] = []
     streamed = shuffle_ops.stream_query
 
-    def spy(batches, query, limit, first, per_row=None, memory_cap=None):
+    def spy(batches, query, limit, first, per_row=None, *rest):
         def counted(frame: pl.DataFrame) -> pl.DataFrame:
             calls.append(frame.height)
             return per_row(frame)
 
-        return streamed(batches, query, limit, first, counted if per_row else None, memory_cap)
+        return streamed(batches, query, limit, first, counted if per_row else None, *rest)
 
     monkeypatch.setattr(shuffle_ops, "stream_query", spy)
     return calls
@@ -467,9 +467,9 @@ def test_pre_combining_queries_stop_growing_below_the_worker_budget(
     caps: list[int | None] = []
     streamed = shuffle_ops.stream_query
 
-    def spy(batches, query, limit, first, per_row=None, memory_cap=None):
+    def spy(batches, query, limit, first, per_row, memory_cap, bucket_of):
         caps.append(memory_cap)
-        return streamed(batches, query, limit, first, per_row, memory_cap)
+        return streamed(batches, query, limit, first, per_row, memory_cap, bucket_of)
 
     monkeypatch.setattr(shuffle_ops, "stream_query", spy)
     frame = pl.DataFrame({"k": [i % 10 for i in range(1000)], "v": range(1000)})
@@ -479,3 +479,38 @@ def test_pre_combining_queries_stop_growing_below_the_worker_budget(
     got = ds.collect(memory="1GB", executor=InlineExecutor(), progress=False)
     same_rows(got, frame.group_by("k").agg(pl.col("v").sum()), ["k"])
     assert caps and all(cap is not None and 0 < cap < (1 << 30) for cap in caps)
+
+
+@pytest.mark.parametrize("keep", ["first", "last"])
+def test_many_string_keys_pre_combine_bucket_by_bucket_and_equal_polars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_splits, keep: str
+) -> None:
+    import terabatch.ops.buckets as buckets_module
+    import terabatch.ops.stream as stream_module
+
+    tiny_splits(30_000, 400)
+    monkeypatch.setattr(stages_module._Planner, "_hold_bytes", lambda self: 2_000)
+    monkeypatch.setattr(stream_module, "MANY_KEYS", 1)
+    rounds: list[int] = []
+    held = buckets_module._Held.results
+
+    def counted(self, query, origin):
+        rounds.append(len(self.parts))
+        return held(self, query, origin)
+
+    monkeypatch.setattr(buckets_module._Held, "results", counted)
+    frame = pl.DataFrame(
+        {
+            "k": [f"key{i % 6}" if i % 13 else None for i in range(6_000)],
+            "v": [float(i % 17) if i % 11 else None for i in range(6_000)],
+            "n": range(6_000),
+        }
+    )
+    path = tmp_path / "rows.parquet"
+    frame.write_parquet(path, row_group_size=500)
+    aggs = [pl.col("v").sum(), pl.col("v").mean().alias("m"), pl.col("n").first().alias("f")]
+    ds = tb.read_parquet(path)
+    same_rows(collect_inline(ds.group_by("k").agg(*aggs)), frame.group_by("k").agg(*aggs), ["k"])
+    got = collect_inline(ds.unique(["k"], keep=keep))
+    same_rows(got, frame.unique(["k"], keep=keep), ["k"])
+    assert rounds and max(rounds) > 1  # rows were cut into several buckets

@@ -163,6 +163,9 @@ class PartitionedFile:
         """Append each row of ``frame`` to the partition its number in ``numbers`` names."""
         if frame.height == 0:
             return
+        if numbers.min() == numbers.max():  # rows already one partition (bucketed pre-combine)
+            self._write(int(numbers[0]), frame)
+            return
         parts = frame.with_columns(numbers.alias(PARTITION_COLUMN))
         for (number,), part in parts.partition_by(
             PARTITION_COLUMN, as_dict=True, include_key=False, maintain_order=True

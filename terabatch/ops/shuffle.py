@@ -9,10 +9,12 @@ hash tables at random, and reruns must write the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 
 import polars as pl
 
+from terabatch.io.shuffle import partition_of
 from terabatch.io.sources import Batch
 from terabatch.ops.stream import stream_query
 from terabatch.plan.nodes import (
@@ -77,6 +79,24 @@ def reduce(op: Aggregate | Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
         yield Batch(in_fixed_order(shrunk, keys), batch.origin)
 
 
+_NUMBERS = (pl.Boolean, pl.Null)
+
+
+def _bucket_function(
+    op: Precombine, schema: pl.Schema
+) -> Callable[[pl.DataFrame], pl.Series] | None:
+    """Each row's shuffle partition, for grouping bucket by bucket: only worth it for keys
+    that are strings (or other variable-size values), whose hash table waits on memory most
+    (5 M rows, 1 M keys: 0.43 against 0.61 s as strings, 0.33 against 0.28 s as integers)."""
+    if op.buckets is None:
+        return None
+    keys, partitions = op.buckets
+    dtypes = [schema[k] for k in keys if k in schema] if keys else list(schema.values())
+    if all(d.is_numeric() or d.is_temporal() or isinstance(d, _NUMBERS) for d in dtypes):
+        return None
+    return lambda frame: partition_of(frame, keys, partitions)
+
+
 # The first query of a map task, which tells whether its keys repeat, takes an eighth of what
 # later queries take (one batch, mostly): its rows are hashed again when they do.
 PROBE_SHARE = 8
@@ -101,8 +121,19 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
         def per_row(frame: pl.DataFrame) -> pl.DataFrame:
             return frame.select(*exprs)
 
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    bucket_of = _bucket_function(op, first.frame.schema)
     for batch in stream_query(
-        batches, query, op.hold_bytes, op.hold_bytes // PROBE_SHARE, per_row, op.memory_cap
+        itertools.chain([first], batches),
+        query,
+        op.hold_bytes,
+        op.hold_bytes // PROBE_SHARE,
+        per_row,
+        op.memory_cap,
+        bucket_of,
     ):
         if batch.frame.height:
             yield batch

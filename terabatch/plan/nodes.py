@@ -114,7 +114,9 @@ class Precombine:
     ``per_row`` selects, from every row, the columns ``shrink`` would give a group of that row
     alone: what the task ships instead, row by row, once its keys prove nearly all distinct.
     Once keys are seen to repeat, one query takes more than ``hold_bytes`` while its worker
-    holds less than ``memory_cap`` bytes (``None``: no more).
+    holds less than ``memory_cap`` bytes (``None``: no more). ``buckets`` names the shuffle's
+    key columns (all columns if empty) and partitions: many string keys are grouped partition
+    by partition.
     """
 
     child: Node
@@ -122,6 +124,7 @@ class Precombine:
     hold_bytes: int
     per_row: tuple[pl.Expr, ...] | None = None
     memory_cap: int | None = None
+    buckets: tuple[tuple[str, ...], int] | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -57,19 +57,21 @@ def map_and_reduce_ops(
     keys: tuple[str, ...],
     hold_bytes: int,
     memory_cap: int | None = None,
+    partitions: int | None = None,
 ) -> tuple[tuple[Narrow | Shuffle | Precombine, ...], tuple[Narrow | Shuffle, ...]]:
     """Operators for the map side (over a task's batches) and the reduce side (per whole
     partition).
 
     Decomposable aggregations and ``unique(keep != "none")`` shrink a task's rows (up to
-    ``hold_bytes`` of them at a time, more while the worker holds less than ``memory_cap``)
-    before the shuffle; everything else ships rows and is
-    computed whole on the reduce side.
+    ``hold_bytes`` of them at a time, more while the worker holds less than ``memory_cap``;
+    many string keys partition by partition) before the shuffle; everything else ships rows
+    and is computed whole on the reduce side.
     """
     if isinstance(op, Window | Sort):
         return (), (op,)
+    buckets = (keys, partitions) if partitions else None
     if isinstance(op, Unique):
-        shrink = Precombine(op.child, op, hold_bytes, (pl.all(),), memory_cap)
+        shrink = Precombine(op.child, op, hold_bytes, (pl.all(),), memory_cap, buckets)
         per_batch = (shrink,) if op.keep != "none" else ()
         return per_batch, (op,)
     key_columns = tuple(pl.col(n) for n in keys)
@@ -97,7 +99,7 @@ def map_and_reduce_ops(
     windows = tuple(e.over(*key_columns) for e in split.pooled)
     pooled = (Window(op, windows, keys),) if windows else ()
     return (
-        (*prepare, Precombine(op.child, partial, hold_bytes, one_row, memory_cap)),
+        (*prepare, Precombine(op.child, partial, hold_bytes, one_row, memory_cap, buckets)),
         (*pooled, combine, Select(op, (*named_keys, *final))),
     )
 

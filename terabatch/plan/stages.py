@@ -314,7 +314,9 @@ class _Planner:
         number = self.shuffles
         directory = self._directory(f"shuffle-{number}")
         keys, prepare = shuffle_keys(op)
-        map_ops, reduce_ops = map_and_reduce_ops(op, keys, self._hold_bytes(), self._memory_cap())
+        map_ops, reduce_ops = map_and_reduce_ops(
+            op, keys, self._hold_bytes(), self._memory_cap(), self.sizes.partitions
+        )
         ranges = RangeSpec(op.by, op.descending, op.nulls_last) if isinstance(op, Sort) else None
         sink = ShuffleSink(directory, keys, self.sizes.partitions, ranges, self.storage_options)
         if isinstance(op, Aggregate):
