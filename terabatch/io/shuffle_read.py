@@ -25,7 +25,6 @@ from terabatch.io.shuffle import (
     DATA_FILE,
     INDEX_FILE,
     WORKING_FACTOR,
-    BatchEntry,
     RangeSpec,
     map_dir,
     partition_of,
@@ -41,12 +40,17 @@ IN_MEMORY_SEED = 97
 @dataclass(frozen=True)
 class ShufflePartition:
     """Partitions ``index`` to ``index + count - 1`` of shuffle number ``shuffle``: the split
-    of one reduce task (several small partitions are reduced together)."""
+    of one reduce task (several small partitions are reduced together).
+
+    ``pieces`` says where their rows are (one piece, or a join's left and right), once the
+    driver has read the map tasks' indexes; without it the task reads them itself.
+    """
 
     index: int
     nbytes: int = 0
     shuffle: int = 1
     count: int = 1
+    pieces: tuple[Piece, ...] = field(default=(), repr=False, compare=False)
 
     def describe(self) -> str:
         if self.count == 1:
@@ -58,23 +62,73 @@ class ShufflePartition:
 _MAP_INDEX = re.compile(r"map-(\d+)/" + re.escape(INDEX_FILE))
 
 
-def map_outputs(fs, directory: str) -> dict[int, list[BatchEntry]]:
-    """The index of every committed map task's file, by map task, from one listing.
+def map_outputs(fs, directory: str) -> Iterator[tuple[int, list[list[int]]]]:
+    """Every committed map task's index, in map task order: one ``[partition, rows, disk
+    bytes, memory bytes]`` per batch of its file (none when it wrote no rows).
 
-    Attempts in progress and a reduce task's scratch pieces live under other names. A map task
-    that wrote no rows has an empty index.
+    Attempts in progress and a reduce task's scratch pieces live under other names.
     """
     if not fs.exists(directory):
-        return {}
+        return
     root = directory.rstrip("/") + "/"
-    found: dict[int, list[BatchEntry]] = {}
+    found: dict[int, str] = {}
     for path in fs.find(directory):
         match = _MAP_INDEX.fullmatch(path[len(root) :]) if path.startswith(root) else None
         if match is not None:
-            with fs.open(path, "rb") as handle:
-                rows = json.loads(handle.read())["batches"]
-            found[int(match.group(1))] = [BatchEntry(*row) for row in rows]
-    return found
+            found[int(match.group(1))] = path
+    for task_id in sorted(found):
+        with fs.open(found[task_id], "rb") as handle:
+            yield task_id, json.loads(handle.read())["batches"]
+
+
+@dataclass
+class Layout:
+    """Where each partition of a shuffle is: for each map task, in order, the numbers of its
+    batches in the task's file and their bytes on disk and in memory.
+
+    Read from the indexes once, by the driver: a map task writes a batch per partition it has
+    rows for, and a reduce task reading every index itself read them all (db-benchmark q5 at
+    1e9: 140 indexes of 6 k batches, for each of 1024 reduce tasks).
+    """
+
+    root: str
+    parts: dict[int, list[tuple[int, list[int], int, int]]]
+
+    @classmethod
+    def read(cls, fs, root: str) -> Layout:
+        parts: dict[int, list[tuple[int, list[int], int, int]]] = {}
+        for task_id, rows in map_outputs(fs, root):
+            held: dict[int, tuple[int, list[int], int, int]] = {}
+            for number, (partition, _, disk, memory) in enumerate(rows):
+                entry = held.get(partition)
+                if entry is None:
+                    held[partition] = (task_id, [number], disk, memory)
+                else:
+                    entry[1].append(number)
+                    held[partition] = (task_id, entry[1], entry[2] + disk, entry[3] + memory)
+            for partition, entry in held.items():
+                parts.setdefault(partition, []).append(entry)
+        return cls(root, parts)
+
+    def partition_bytes(self) -> dict[int, int]:
+        """Bytes on disk of each partition that has rows."""
+        return {p: sum(e[2] for e in entries) for p, entries in self.parts.items()}
+
+    def piece(self, first: int, count: int = 1) -> Piece:
+        """Partitions ``first`` to ``first + count - 1``: from every map task, in map task
+        order, their batches in file order (which keeps ``first`` and ``last`` exact: a key's
+        rows are in one partition)."""
+        numbers: dict[int, list[int]] = {}
+        disk = memory = 0
+        for partition in range(first, first + count):
+            for task_id, found, d, m in self.parts.get(partition, ()):
+                numbers.setdefault(task_id, []).extend(found)
+                disk, memory = disk + d, memory + m
+        segments = tuple(
+            Segment(posixpath.join(map_dir(self.root, t), DATA_FILE), tuple(sorted(numbers[t])))
+            for t in sorted(numbers)
+        )
+        return Piece(segments, disk, memory)
 
 
 @dataclass(frozen=True)
@@ -97,29 +151,15 @@ class ShuffleSource:
         """The filesystem of the shuffle directory, and the directory's path on it."""
         return filesystem(self.directory, self.storage_options or {})
 
-    def partition_bytes(self) -> dict[int, int]:
-        """Bytes on disk of each partition, once the map stage has finished."""
-        sizes: dict[int, int] = {}
-        for batches in map_outputs(*self.location()).values():
-            for entry in batches:
-                sizes[entry.partition] = sizes.get(entry.partition, 0) + entry.disk_bytes
-        return sizes
+    def layout(self) -> Layout:
+        """Where every partition's rows are, once the map stage has finished."""
+        return Layout.read(*self.location())
 
-    def piece(self, fs, split: ShufflePartition) -> Piece:
-        """The split's rows: from every map task, in map task order, the batches of its
-        partitions (which keeps ``first`` and ``last`` exact: a key's rows are in one
-        partition)."""
-        wanted = range(split.index, split.index + split.count)
-        root = self.location()[1]
-        segments, disk, memory = [], 0, 0
-        for task_id, batches in sorted(map_outputs(fs, root).items()):
-            numbers = tuple(i for i, b in enumerate(batches) if b.partition in wanted)
-            if numbers:
-                path = posixpath.join(map_dir(root, task_id), DATA_FILE)
-                segments.append(Segment(path, numbers))
-                disk += sum(batches[i].disk_bytes for i in numbers)
-                memory += sum(batches[i].memory_bytes for i in numbers)
-        return Piece(tuple(segments), disk, memory)
+    def piece(self, fs, split: ShufflePartition, side: int = 0) -> Piece:
+        """The split's rows (``side`` 1: a join's right side, located by the driver)."""
+        if split.pieces:
+            return split.pieces[side]
+        return Layout.read(fs, self.location()[1]).piece(split.index, split.count)
 
     def read(
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
@@ -161,7 +201,7 @@ class JoinSource:
         self, split: ShufflePartition, columns: list[str] | None, chunk_bytes: int
     ) -> Iterator[Batch]:
         fs, root = self.left.location()
-        left, right = self.left.piece(fs, split), self.right.piece(fs, split)
+        left, right = self.left.piece(fs, split), self.right.piece(fs, split, side=1)
         room = self.left.data_room
         schemas = (self.left_schema, self.right_schema)
         splitter = None

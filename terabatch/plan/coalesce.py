@@ -48,7 +48,8 @@ def group_partitions(
 
 
 def coalesce_stage(stage: Stage, workers: int, data_room: int | None) -> Stage:
-    """``stage`` with its reduce tasks grouped by the bytes its shuffle files hold.
+    """``stage`` with its reduce tasks grouped by the bytes its shuffle files hold, each told
+    where its rows are.
 
     A group holds at most what one partition was planned to hold, and at most half of a
     worker's share of the whole shuffle, so every worker still gets work.
@@ -60,12 +61,15 @@ def coalesce_stage(stage: Stage, workers: int, data_room: int | None) -> Stage:
         return stage
     source = tasks[0].source
     if isinstance(source, JoinSource):
-        left, right = source.left.partition_bytes(), source.right.partition_bytes()
-        sizes = {p: left.get(p, 0) + right.get(p, 0) for p in {*left, *right}}
+        layouts = (source.left.layout(), source.right.layout())
     elif isinstance(source, ShuffleSource):
-        sizes = source.partition_bytes()
+        layouts = (source.layout(),)
     else:
         return stage
+    sizes: dict[int, int] = {}
+    for layout in layouts:
+        for p, nbytes in layout.partition_bytes().items():
+            sizes[p] = sizes.get(p, 0) + nbytes
     planned = (data_room // 10 if data_room is not None else 256 << 20) // EXPANSION
     share = sum(sizes.values()) // (2 * max(1, workers))
     target = max(1, min(planned, max(MIN_TASK_MEMORY // EXPANSION, share)))
@@ -73,6 +77,7 @@ def coalesce_stage(stage: Stage, workers: int, data_room: int | None) -> Stage:
     grouped = []
     for first, count, nbytes in group_partitions(sizes, len(tasks), target):
         template = by_index[first]
-        split = replace(template.split, nbytes=nbytes, count=count)
+        pieces = tuple(layout.piece(first, count) for layout in layouts)
+        split = replace(template.split, nbytes=nbytes, count=count, pieces=pieces)
         grouped.append(replace(template, split=split))
     return replace(stage, tasks=tuple(grouped))

@@ -261,6 +261,11 @@ class _Planner:
         room = self.sizes.data_room
         return max(2 * self.sizes.chunk_bytes, (room if room is not None else 1 << 30) // 8)
 
+    def _buffer_bytes(self) -> int:
+        """Rows a map task holds before writing them to its shuffle file: half of what it
+        pre-combines in one go, as the sort that partitions them copies them once."""
+        return self._hold_bytes() // 2
+
     def _memory_cap(self) -> int:
         """The worker size up to which one pre-combining query keeps taking rows past
         ``_hold_bytes``: the worker's budget less a third of its room for data, which the
@@ -318,7 +323,14 @@ class _Planner:
             op, keys, self._hold_bytes(), self._memory_cap(), self.sizes.partitions
         )
         ranges = RangeSpec(op.by, op.descending, op.nulls_last) if isinstance(op, Sort) else None
-        sink = ShuffleSink(directory, keys, self.sizes.partitions, ranges, self.storage_options)
+        sink = ShuffleSink(
+            directory,
+            keys,
+            self.sizes.partitions,
+            ranges,
+            self.storage_options,
+            self._buffer_bytes(),
+        )
         if isinstance(op, Aggregate):
             shown_keys = ", ".join(str(k) for k in op.keys)
         else:
@@ -384,10 +396,10 @@ class _Planner:
         left_dir = self._directory(f"shuffle-{number}", "left")
         right_dir = self._directory(f"shuffle-{number}", "right")
         partitions = self.sizes.partitions
-        opts = self.storage_options
-        left = feed.run(before, ShuffleSink(left_dir, join.left_on, partitions, None, opts))
+        opts, buffer = self.storage_options, self._buffer_bytes()
+        left = feed.run(before, ShuffleSink(left_dir, join.left_on, partitions, None, opts, buffer))
         right = right_feed.run(
-            right_ops, ShuffleSink(right_dir, join.right_on, partitions, None, opts)
+            right_ops, ShuffleSink(right_dir, join.right_on, partitions, None, opts, buffer)
         )
         for side, side_feed, tasks, keys, ops in (
             ("left", feed, left, join.left_on, before),

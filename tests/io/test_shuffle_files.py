@@ -71,15 +71,19 @@ def test_a_map_task_without_rows_writes_an_empty_index(tmp_path: Path) -> None:
     assert read_partition(tmp_path, 0, None).height == 0
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    writes=st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=30), min_size=1, max_size=6)
+    writes=st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=30), min_size=1, max_size=6),
+    buffer_bytes=st.sampled_from([0, 100, 1 << 30]),
 )
-def test_property_pieces_hold_each_number_in_write_order(tmp_path_factory, writes) -> None:
-    """Rows written in several frames come back per number, in the order written."""
+def test_property_pieces_hold_each_number_in_write_order(
+    tmp_path_factory, writes, buffer_bytes
+) -> None:
+    """Rows written in several frames come back per number, in the order written, whether
+    they were held before writing or not; held rows are written as one batch per number."""
     root = tmp_path_factory.mktemp("pf")
     fs, path = filesystem(str(root / "f.arrow"), {})
-    file = PartitionedFile(fs, path)
+    file = PartitionedFile(fs, path, buffer_bytes)
     frames, seen = [], 0
     for numbers in writes:
         frame = pl.DataFrame({"row": range(seen, seen + len(numbers))}, schema={"row": pl.Int64})
@@ -95,3 +99,25 @@ def test_property_pieces_hold_each_number_in_write_order(tmp_path_factory, write
         got = load(fs, piece)["row"]
         assert got.to_list() == expected.to_list()
         assert piece.measured == sum(b.memory_bytes for b in file.batches if b.partition == number)
+        if buffer_bytes > seen * 8:
+            assert len(piece.segments[0].batches) == 1
+
+
+def test_the_layout_locates_runs_of_partitions_as_the_tasks_would(tmp_path: Path) -> None:
+    """The driver reads the indexes once and hands each reduce task its batches: the same
+    rows, in the same order, as a task reading the indexes itself."""
+    write_map_outputs(tmp_path, SKEWED, partitions=8, maps=3)
+    source = ShuffleSource(str(tmp_path), ("k",))
+    layout = source.layout()
+    fs, _ = source.location()
+    sizes = layout.partition_bytes()
+    files = sum(p.stat().st_size for p in tmp_path.glob("map-*/data.arrow"))
+    assert 0.9 * files < sum(sizes.values()) < files  # files add a header and a footer
+    assert set(sizes) == {i for i in range(8) if read_partition(tmp_path, i, None).height}
+    for first, count in [(0, 1), (2, 3), (5, 3), (0, 8)]:
+        split = ShufflePartition(first, count=count)
+        located = ShufflePartition(first, count=count, pieces=(layout.piece(first, count),))
+        alone = [b.frame for b in source.read(split, None, 1 << 20)]
+        told = [b.frame for b in source.read(located, None, 1 << 20)]
+        assert_frame_equal(pl.concat(told), pl.concat(alone))
+        assert source.piece(fs, split) == located.pieces[0]
