@@ -216,6 +216,19 @@ def _separators_outside_quotes(data: bytes, sep: int, quote: int) -> int:
     return int(np.count_nonzero((arr == sep) & (inside == 0)))
 
 
+def _whole_rows(frame: pl.DataFrame, names: list[str], data: bytes, sep: int, quote: int) -> bool:
+    """Whether every row of ``data`` (parsed into ``frame``) had all the fields ``names``.
+
+    Polars fills the missing fields of a short row with nulls (a long row is an error), so a
+    last column read without a null proves every row whole; otherwise the separators are
+    counted (3 ms per 24 MiB, a tenth of the parse).
+    """
+    if names[-1] in frame.columns and frame[names[-1]].null_count() == 0:
+        return True
+    expected = frame.height * (len(names) - 1)
+    return _separators_outside_quotes(data, sep, quote) == expected
+
+
 def read_split(
     split: TextSplit,
     storage_options: dict,
@@ -246,8 +259,7 @@ def read_split(
                 separator=options.separator,
                 quote_char=options.quote_char,
             )
-            expected = frame.height * (len(names) - 1)
-            if len(names) > 1 and _separators_outside_quotes(chunk.data, sep, quote) != expected:
+            if len(names) > 1 and not _whole_rows(frame, names, chunk.data, sep, quote):
                 raise ValueError("field count mismatch")
         except (pl.exceptions.PolarsError, ValueError):
             bad = _BadRowReporter(split, storage_options, chunk, on_bad_rows, line)

@@ -189,7 +189,7 @@ class PartitionedFile:
             held = pl.concat(self._held, how="vertical_relaxed", rechunk=False)
         self._held, self._held_bytes = [], 0
         numbers = held[PARTITION_COLUMN]
-        if numbers.n_unique() > 1:  # rows already one partition (bucketed pre-combine): as is
+        if not numbers.is_sorted():  # bucketed pre-combining sends partitions in order
             held = held.sort(PARTITION_COLUMN, maintain_order=True)
             numbers = held[PARTITION_COLUMN]
         runs = numbers.rle()

@@ -220,6 +220,24 @@ def test_ragged_row_names_the_line(tmp_path: Path, tiny_splits, bad_row: str, re
     assert repr(bad_row) in message
 
 
+@pytest.mark.parametrize("columns", [None, ["a"], ["b"], ["a", "c"], ["c"]])
+def test_short_row_is_found_whichever_columns_are_read(tmp_path: Path, columns) -> None:
+    """A short row's missing fields would read as nulls; reading the last column or not, and
+    with empty (null) last fields elsewhere, it is still named."""
+    path = tmp_path / "short.csv"
+    rows = "".join(f"{i},v{i},{'' if i % 7 == 0 else i}\n" for i in range(200))
+    path.write_text("a,b,c\n" + rows + "9,x\n" + rows)
+    ds = tb.read_csv(path, schema={"a": pl.Int64, "b": pl.String, "c": pl.Int64})
+    with pytest.raises(BadRowError) as info:
+        (ds.select(columns) if columns else ds).collect(**RUN)
+    assert one_line_error(info.value).startswith(f"{path}: line 202: expected 3 fields, found 2")
+    whole = tmp_path / "whole.csv"
+    whole.write_text("a,b,c\n" + rows)
+    got = tb.read_csv(whole, schema={"a": pl.Int64, "b": pl.String, "c": pl.Int64})
+    expected = pl.read_csv(whole, schema={"a": pl.Int64, "b": pl.String, "c": pl.Int64})
+    assert_frame_equal(got.collect(**RUN), expected)
+
+
 def test_value_that_does_not_parse_as_the_inferred_type(tmp_path: Path, tiny_splits) -> None:
     # Types are inferred from the first file; the bad value is in a later split of the second.
     (tmp_path / "a.csv").write_text("a,b\n" + _lines(50))
