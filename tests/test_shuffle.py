@@ -467,9 +467,9 @@ def test_pre_combining_queries_stop_growing_below_the_worker_budget(
     caps: list[int | None] = []
     streamed = shuffle_ops.stream_query
 
-    def spy(batches, query, limit, first, per_row, memory_cap, bucket_of):
+    def spy(batches, query, limit, first, per_row, memory_cap, *rest):
         caps.append(memory_cap)
-        return streamed(batches, query, limit, first, per_row, memory_cap, bucket_of)
+        return streamed(batches, query, limit, first, per_row, memory_cap, *rest)
 
     monkeypatch.setattr(shuffle_ops, "stream_query", spy)
     frame = pl.DataFrame({"k": [i % 10 for i in range(1000)], "v": range(1000)})

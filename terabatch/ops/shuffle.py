@@ -97,8 +97,8 @@ def _bucket_function(
     return lambda frame: partition_of(frame, keys, partitions)
 
 
-# The first query of a map task, which tells whether its keys repeat, takes an eighth of what
-# later queries take (one batch, mostly): its rows are hashed again when they do.
+# The rows of a map task whose keys are counted, to tell whether they repeat: an eighth of what
+# one query takes (one batch, mostly).
 PROBE_SHARE = 8
 
 
@@ -126,6 +126,11 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
     if first is None:
         return
     bucket_of = _bucket_function(op, first.frame.schema)
+    shrink = op.shrink
+    if isinstance(shrink, Aggregate):
+        keys = list(shrink.keys)
+    else:
+        keys = [pl.col(c) for c in shrink.subset] if shrink.subset is not None else None
     for batch in stream_query(
         itertools.chain([first], batches),
         query,
@@ -134,6 +139,7 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
         per_row,
         op.memory_cap,
         bucket_of,
+        keys,
     ):
         if batch.frame.height:
             yield batch

@@ -84,7 +84,14 @@ def test_a_probe_with_many_keys_hands_the_rows_to_buckets(
     size = frames[0].estimated_size()
     cut = list(
         stream_query(
-            _batches(frames), _partials, 8 * size, size, None, None, lambda f: _bucket(f, 4)
+            _batches(frames),
+            _partials,
+            8 * size,
+            size,
+            None,
+            None,
+            lambda f: _bucket(f, 4),
+            [pl.col("k")],
         )
     )
     assert len(cut) == _bucket(frames[0], 4).n_unique()  # one query per bucket
@@ -97,7 +104,14 @@ def test_a_probe_with_many_keys_hands_the_rows_to_buckets(
     monkeypatch.setattr(stream_module, "MANY_KEYS", 11)  # the probe found 10 keys: one query
     whole = list(
         stream_query(
-            _batches(frames), _partials, 8 * size, size, None, None, lambda f: _bucket(f, 4)
+            _batches(frames),
+            _partials,
+            8 * size,
+            size,
+            None,
+            None,
+            lambda f: _bucket(f, 4),
+            [pl.col("k")],
         )
     )
     assert len(whole) == 1

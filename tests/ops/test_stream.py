@@ -21,6 +21,9 @@ def _batches(frames: list[pl.DataFrame]) -> Iterator[Batch]:
         yield Batch(frame, lambda i=i: f"batch {i}")
 
 
+K = [pl.col("k")]
+
+
 def _sums(rows: pl.LazyFrame) -> pl.LazyFrame:
     return rows.group_by("k").agg(pl.col("v").sum(), pl.len())
 
@@ -39,7 +42,9 @@ def test_combining_the_results_gives_polars_answer(sizes: list[int], keys: int, 
         )
         for i, n in enumerate(sizes)
     ]
-    results = [b.frame for b in stream_query(_batches(frames), _sums, limit, limit // 2 or 1)]
+    results = [
+        b.frame for b in stream_query(_batches(frames), _sums, limit, limit // 2 or 1, keys=K)
+    ]
     combined = (
         pl.concat(results).group_by("k").agg(pl.col("v").sum(), pl.col("len").sum())
         if results
@@ -59,20 +64,21 @@ def test_distinct_keys_take_half_the_bound_repeating_keys_all_of_it() -> None:
         pl.DataFrame({"k": range(i * 1000, (i + 1) * 1000), "v": [1] * 1000}) for i in range(8)
     ]
     size = frames[0].estimated_size()
-    distinct = list(stream_query(_batches(frames), _sums, 4 * size, size))
-    # the probe's batch, then two batches per query
-    assert [b.frame.height for b in distinct] == [1000, 2000, 2000, 2000, 1000]
+    distinct = list(stream_query(_batches(frames), _sums, 4 * size, size, keys=K))
+    assert [b.frame.height for b in distinct] == [2000, 2000, 2000, 2000]  # two batches a query
     repeating = [pl.DataFrame({"k": [j % 10 for j in range(1000)], "v": [1] * 1000})] * 8
-    grown = list(stream_query(_batches(repeating), _sums, 4 * size, size))
-    assert len(grown) == 2  # the probe's result dropped, its batch queried again: four and four
+    grown = list(stream_query(_batches(repeating), _sums, 4 * size, size, keys=K))
+    assert len(grown) == 2  # four batches a query
 
 
 def test_repeating_keys_take_more_while_memory_allows() -> None:
     frames = [pl.DataFrame({"k": [j % 10 for j in range(1000)], "v": [1] * 1000})] * 8
     size = frames[0].estimated_size()
-    roomy = list(stream_query(_batches(frames), _sums, 2 * size, size, memory_cap=sys.maxsize))
+    roomy = list(
+        stream_query(_batches(frames), _sums, 2 * size, size, memory_cap=sys.maxsize, keys=K)
+    )
     assert [b.frame["v"].sum() for b in roomy] == [8000]  # one query over everything
-    full = list(stream_query(_batches(frames), _sums, 2 * size, size, memory_cap=0))
+    full = list(stream_query(_batches(frames), _sums, 2 * size, size, memory_cap=0, keys=K))
     assert len(full) == 4  # the process is over the cap: queries stop at the bound
 
 
@@ -86,7 +92,7 @@ def test_queries_again_over_the_probe_see_the_rows_in_input_order() -> None:
     def firsts(rows: pl.LazyFrame) -> pl.LazyFrame:
         return rows.group_by("k").agg(pl.col("v").first())
 
-    out = [b.frame for b in stream_query(_batches(frames), firsts, 3 * size, size)]
+    out = [b.frame for b in stream_query(_batches(frames), firsts, 3 * size, size, keys=K)]
     combined = pl.concat(out).group_by("k", maintain_order=True).agg(pl.col("v").first())
     want = pl.concat(frames).group_by("k").agg(pl.col("v").first())
     assert_frame_equal(combined.sort("k"), want.sort("k"))
@@ -96,13 +102,14 @@ def _one_row_groups(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select("k", pl.col("v").fill_null(0), pl.lit(1).alias("len"))
 
 
-def test_keys_that_never_repeat_leave_row_by_row_after_the_first_query() -> None:
+def test_keys_that_never_repeat_leave_row_by_row() -> None:
     frames = [
         pl.DataFrame({"k": range(i * 100, (i + 1) * 100), "v": [1, None] * 50}) for i in range(6)
     ]
     size = frames[0].estimated_size()
-    out = [b.frame for b in stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups)]
-    assert len(out) == 6  # one query over the first batch, then one batch per batch
+    query = stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups, keys=K)
+    out = [b.frame for b in query]
+    assert len(out) == 6  # one batch out per batch in
     assert all(f.schema == out[0].schema for f in out)  # cast to the query's types
     want = pl.concat(frames).group_by("k").agg(pl.col("v").sum(), pl.len())
     assert_frame_equal(pl.concat(out).sort("k"), want.sort("k"))
@@ -111,8 +118,8 @@ def test_keys_that_never_repeat_leave_row_by_row_after_the_first_query() -> None
 def test_keys_that_repeat_keep_being_queried() -> None:
     frames = [pl.DataFrame({"k": [j % 10 for j in range(100)], "v": [1] * 100})] * 6
     size = frames[0].estimated_size()
-    out = list(stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups))
-    # the probe's result dropped, then two batches per query
+    out = list(stream_query(_batches(frames), _sums, 2 * size, size, _one_row_groups, keys=K))
+    # two batches per query
     assert [b.frame.height for b in out] == [10, 10, 10]
 
 
@@ -126,7 +133,7 @@ def test_an_error_while_producing_batches_comes_back_unchanged() -> None:
         raise Boom("bad row in batch 2")
 
     with pytest.raises(Boom, match="bad row in batch 2"):
-        list(stream_query(failing(), _sums, 1 << 30))
+        list(stream_query(failing(), _sums, 1 << 30, keys=K))
 
 
 collector: contextvars.ContextVar[list[str]] = contextvars.ContextVar("collector")
@@ -143,7 +150,7 @@ def test_batches_are_produced_in_the_callers_context() -> None:
             yield Batch(pl.DataFrame({"k": [i], "v": [i]}), lambda: "x")
 
     try:
-        list(stream_query(reporting(), _sums, 1 << 30))
+        list(stream_query(reporting(), _sums, 1 << 30, keys=K))
     finally:
         collector.reset(token)
     assert seen == ["batch 0", "batch 1", "batch 2"]
@@ -154,5 +161,5 @@ def test_a_schema_change_starts_a_new_query() -> None:
         pl.DataFrame({"k": [1, 2], "v": [1, 2]}),
         pl.DataFrame({"k": [1, 2], "v": [1.5, 2.5]}),
     ]
-    out = [b.frame for b in stream_query(_batches(frames), _sums, 1 << 30)]
+    out = [b.frame for b in stream_query(_batches(frames), _sums, 1 << 30, keys=K)]
     assert [f.schema["v"] for f in out] == [pl.Int64, pl.Float64]
