@@ -82,6 +82,16 @@ def map_outputs(fs, directory: str) -> Iterator[tuple[int, list[list[int]]]]:
 
 
 @dataclass
+class _Found:
+    """One partition's batches in one map task's file."""
+
+    task_id: int
+    batches: list[int] = field(default_factory=list)
+    disk_bytes: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass
 class Layout:
     """Where each partition of a shuffle is: for each map task, in order, the numbers of its
     batches in the task's file and their bytes on disk and in memory.
@@ -92,27 +102,25 @@ class Layout:
     """
 
     root: str
-    parts: dict[int, list[tuple[int, list[int], int, int]]]
+    parts: dict[int, list[_Found]]
 
     @classmethod
     def read(cls, fs, root: str) -> Layout:
-        parts: dict[int, list[tuple[int, list[int], int, int]]] = {}
+        parts: dict[int, list[_Found]] = {}
         for task_id, rows in map_outputs(fs, root):
-            held: dict[int, tuple[int, list[int], int, int]] = {}
+            held: dict[int, _Found] = {}
             for number, (partition, _, disk, memory) in enumerate(rows):
-                entry = held.get(partition)
-                if entry is None:
-                    held[partition] = (task_id, [number], disk, memory)
-                else:
-                    entry[1].append(number)
-                    held[partition] = (task_id, entry[1], entry[2] + disk, entry[3] + memory)
-            for partition, entry in held.items():
-                parts.setdefault(partition, []).append(entry)
+                found = held.setdefault(partition, _Found(task_id))
+                found.batches.append(number)
+                found.disk_bytes += disk
+                found.memory_bytes += memory
+            for partition, found in held.items():
+                parts.setdefault(partition, []).append(found)
         return cls(root, parts)
 
     def partition_bytes(self) -> dict[int, int]:
         """Bytes on disk of each partition that has rows."""
-        return {p: sum(e[2] for e in entries) for p, entries in self.parts.items()}
+        return {p: sum(f.disk_bytes for f in found) for p, found in self.parts.items()}
 
     def piece(self, first: int, count: int = 1) -> Piece:
         """Partitions ``first`` to ``first + count - 1``: from every map task, in map task
@@ -121,9 +129,9 @@ class Layout:
         numbers: dict[int, list[int]] = {}
         disk = memory = 0
         for partition in range(first, first + count):
-            for task_id, found, d, m in self.parts.get(partition, ()):
-                numbers.setdefault(task_id, []).extend(found)
-                disk, memory = disk + d, memory + m
+            for found in self.parts.get(partition, ()):
+                numbers.setdefault(found.task_id, []).extend(found.batches)
+                disk, memory = disk + found.disk_bytes, memory + found.memory_bytes
         segments = tuple(
             Segment(posixpath.join(map_dir(self.root, t), DATA_FILE), tuple(sorted(numbers[t])))
             for t in sorted(numbers)

@@ -76,24 +76,23 @@ def test_rows_are_held_until_the_bound_then_queried_bucket_by_bucket() -> None:
     assert sum(b.frame["len"].sum() for b in out) == 600
 
 
+K = [pl.col("k")]
+
+
 def test_a_probe_with_many_keys_hands_the_rows_to_buckets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(stream_module, "MANY_KEYS", 5)
     frames = [pl.DataFrame({"k": [f"k{j % 10}" for j in range(100)], "v": range(100)})] * 4
     size = frames[0].estimated_size()
-    cut = list(
-        stream_query(
-            _batches(frames),
-            _partials,
-            8 * size,
-            size,
-            None,
-            None,
-            lambda f: _bucket(f, 4),
-            [pl.col("k")],
+
+    def query() -> list[Batch]:
+        out = stream_query(
+            _batches(frames), _partials, 8 * size, size, bucket_of=lambda f: _bucket(f, 4), keys=K
         )
-    )
+        return list(out)
+
+    cut = query()
     assert len(cut) == _bucket(frames[0], 4).n_unique()  # one query per bucket
     want = (
         pl.concat(frames)
@@ -102,16 +101,5 @@ def test_a_probe_with_many_keys_hands_the_rows_to_buckets(
     )
     assert_frame_equal(_combined([b.frame for b in cut]), want.sort("k"), check_dtypes=False)
     monkeypatch.setattr(stream_module, "MANY_KEYS", 11)  # the probe found 10 keys: one query
-    whole = list(
-        stream_query(
-            _batches(frames),
-            _partials,
-            8 * size,
-            size,
-            None,
-            None,
-            lambda f: _bucket(f, 4),
-            [pl.col("k")],
-        )
-    )
+    whole = query()
     assert len(whole) == 1
