@@ -1,7 +1,7 @@
 """Shared fixtures: small data generated in ``tmp_path``, a way to force many tiny splits, and a
 real S3-compatible server (moto) with a fresh bucket per test.
 
-The job driver sizes splits and chunks from ``terabatch.run.job.MIN_SPLIT`` / ``MAX_SPLIT`` /
+The job driver sizes splits and chunks from ``terabatch.run.sizing.MIN_SPLIT`` / ``MAX_SPLIT`` /
 ``MIN_CHUNK`` / ``MAX_CHUNK``; on kilobyte files that gives one task per file. ``tiny_splits``
 pins those constants so that a small file is cut into many splits and chunks, which runs the
 same code paths as a file of hundreds of gigabytes.
@@ -24,6 +24,7 @@ from s3_server import S3Bucket, S3Server
 
 import terabatch.plan.coalesce as coalesce_module
 import terabatch.run.job as job_module
+import terabatch.run.sizing as sizing_module
 
 
 @pytest.fixture(autouse=True)
@@ -48,10 +49,10 @@ def tiny_splits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 
     def set_sizes(split_bytes: int, chunk_bytes: int | None = None) -> None:
         chunk = chunk_bytes or split_bytes
-        monkeypatch.setattr(job_module, "MIN_SPLIT", split_bytes)
-        monkeypatch.setattr(job_module, "MAX_SPLIT", split_bytes)
-        monkeypatch.setattr(job_module, "MIN_CHUNK", min(chunk, job_module.MIN_CHUNK))
-        monkeypatch.setattr(job_module, "MAX_CHUNK", chunk)
+        monkeypatch.setattr(sizing_module, "MIN_SPLIT", split_bytes)
+        monkeypatch.setattr(sizing_module, "MAX_SPLIT", split_bytes)
+        monkeypatch.setattr(sizing_module, "MIN_CHUNK", min(chunk, sizing_module.MIN_CHUNK))
+        monkeypatch.setattr(sizing_module, "MAX_CHUNK", chunk)
 
     return set_sizes
 
@@ -60,7 +61,7 @@ def tiny_splits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 def many_partitions(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> None:
     """Tiny splits and many shuffle partitions: every row travels through shuffle files."""
     tiny_splits(200)
-    monkeypatch.setattr(job_module, "MAX_PARTITION", 64)
+    monkeypatch.setattr(sizing_module, "MAX_PARTITION", 64)
 
 
 @pytest.fixture

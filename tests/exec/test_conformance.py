@@ -22,7 +22,7 @@ from polars.testing import assert_frame_equal
 
 import terabatch as tb
 import terabatch.plan.stages as stages_module
-import terabatch.run.job as job_module
+import terabatch.run.sizing as sizing_module
 from terabatch.errors import BadRowError, UserFunctionError
 from terabatch.exec.inline import InlineExecutor
 
@@ -66,7 +66,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
 @pytest.fixture(autouse=True)
 def many_tasks(tiny_splits, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny_splits(6_000, 2_000)  # the CSV is cut into 7 splits, the Parquet file into 10
-    monkeypatch.setattr(job_module, "MAX_PARTITION", 12_000)  # 3 to 5 shuffle partitions
+    monkeypatch.setattr(sizing_module, "MAX_PARTITION", 12_000)  # 3 to 5 shuffle partitions
 
 
 @pytest.fixture(params=EXECUTORS)

@@ -24,7 +24,7 @@ from s3_server import S3Bucket
 
 import terabatch as tb
 import terabatch.plan.stages as stages_module
-import terabatch.run.job as job_module
+import terabatch.run.sizing as sizing_module
 from terabatch.errors import UserFunctionError
 
 pytest.importorskip("distributed")
@@ -44,7 +44,7 @@ PIECE_FILE = re.compile(
 def shuffled(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> None:
     """About eight map tasks, four shuffle partitions, and a join that shuffles both sides."""
     tiny_splits(6_000)
-    monkeypatch.setattr(job_module, "MAX_PARTITION", 12_000)
+    monkeypatch.setattr(sizing_module, "MAX_PARTITION", 12_000)
     monkeypatch.setattr(stages_module, "BROADCAST_BYTES", 0)
 
 

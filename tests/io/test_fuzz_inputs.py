@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import terabatch as tb
-import terabatch.run.job as job_module
+import terabatch.run.sizing as sizing_module
 from terabatch.errors import TerabatchError
 from terabatch.exec.base import JobFailed
 from terabatch.exec.inline import InlineExecutor
@@ -84,8 +84,8 @@ def _read(path: Path | list[Path], fmt: str, **options: str) -> pl.DataFrame | T
 def _read_in_pieces(path: Path, fmt: str) -> pl.DataFrame | TerabatchError:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in [("MIN_SPLIT", 97), ("MAX_SPLIT", 97), ("MIN_CHUNK", 31)]:
-            patch.setattr(job_module, name, value)
-        patch.setattr(job_module, "MAX_CHUNK", 31)
+            patch.setattr(sizing_module, name, value)
+        patch.setattr(sizing_module, "MAX_CHUNK", 31)
         return _read(path, fmt)
 
 

@@ -19,7 +19,7 @@ from polars.testing import assert_frame_equal
 
 import terabatch as tb
 import terabatch.plan.stages as stages_module
-import terabatch.run.job as job_module
+import terabatch.run.sizing as sizing_module
 from terabatch.io.sinks import CollectSink
 from terabatch.run.job import run
 
@@ -44,7 +44,7 @@ Build = Callable[[object, object], object]
 def partitions(monkeypatch: pytest.MonkeyPatch, tiny_splits) -> None:
     """Tiny splits and about eight partitions per shuffle (these inputs are about 12 KB)."""
     tiny_splits(200)
-    monkeypatch.setattr(job_module, "MAX_PARTITION", 1500)
+    monkeypatch.setattr(sizing_module, "MAX_PARTITION", 1500)
 
 
 def _read(tmp_path: Path, frame: pl.DataFrame, name: str) -> tb.Dataset:

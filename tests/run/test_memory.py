@@ -1,4 +1,4 @@
-"""Memory sizes, the budget-based job sizing, and the peak memory a job reports."""
+"""Memory sizes, the budget, and the peak memory a job reports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from polars.testing import assert_frame_equal
 
 import terabatch as tb
 from terabatch.errors import MemoryBudgetError
-from terabatch.run import job
 from terabatch.run.memory import (
     MemoryMonitor,
     format_size,
@@ -74,18 +73,6 @@ def test_format_size(n: int, text: str) -> None:
 def test_format_parse_round_trip() -> None:
     for n in [1 << 10, 3 << 20, 7 << 30]:
         assert parse_size(format_size(n).replace(" ", "")) == n
-
-
-def test_size_job_within_a_budget() -> None:
-    options = job.RunOptions(workers=16, memory=parse_size("1GB"))
-    sizing = job.size_job(options, input_bytes=100 << 30)
-    assert 1 <= sizing.workers < 16
-    assert sizing.worker_memory is not None
-    assert sizing.workers * sizing.worker_memory <= options.memory
-    assert job.MIN_CHUNK <= sizing.chunk_bytes <= job.MAX_CHUNK
-    assert job.MIN_SPLIT <= sizing.split_bytes <= job.MAX_SPLIT
-    unbounded = job.size_job(job.RunOptions(workers=4), input_bytes=100 << 30)
-    assert unbounded.workers == 4 and unbounded.worker_memory is None
 
 
 def test_too_small_a_budget_is_refused_before_running(tmp_path: Path) -> None:
