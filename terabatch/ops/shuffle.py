@@ -69,6 +69,13 @@ def _key_names(op: Aggregate | Unique, frame: pl.DataFrame) -> list[str]:
     return frame.lazy().select(*op.keys).collect_schema().names()
 
 
+def _key_exprs(op: Aggregate | Unique) -> list[pl.Expr] | None:
+    """What ``op`` groups on; None for a ``unique`` over all columns."""
+    if isinstance(op, Aggregate):
+        return list(op.keys)
+    return [pl.col(c) for c in op.subset] if op.subset is not None else None
+
+
 def reduce(op: Aggregate | Unique, batches: Iterator[Batch]) -> Iterator[Batch]:
     """A reduce side's ``group_by`` or ``unique`` over each whole partition (or piece)."""
     for batch in batches:
@@ -126,11 +133,6 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
     if first is None:
         return
     bucket_of = _bucket_function(op, first.frame.schema)
-    shrink = op.shrink
-    if isinstance(shrink, Aggregate):
-        keys = list(shrink.keys)
-    else:
-        keys = [pl.col(c) for c in shrink.subset] if shrink.subset is not None else None
     for batch in stream_query(
         itertools.chain([first], batches),
         query,
@@ -139,7 +141,7 @@ def precombine(op: Precombine, batches: Iterator[Batch]) -> Iterator[Batch]:
         per_row,
         op.memory_cap,
         bucket_of,
-        keys,
+        _key_exprs(op.shrink),
     ):
         if batch.frame.height:
             yield batch
