@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -216,3 +218,15 @@ def test_jobs_are_sized_by_the_rows_in_memory_not_the_compressed_files(tmp_path:
     # zstd squeezes the repeated keys: sizing by the file would take the rows for far less.
     assert _data_bytes(ds._plan) > 2 * path.stat().st_size
     assert _data_bytes(ds._plan) >= frame.estimated_size() // 2
+
+
+def test_planning_a_parquet_read_does_not_import_pandas(parquet_file: Path) -> None:
+    # pyarrow imports pandas (0.3 s) when it builds a table and pandas is installed; the driver
+    # only needs each file's schema.
+    script = (
+        "import sys, terabatch as tb\n"
+        f"tb.read_parquet({str(parquet_file)!r}).explain()\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
