@@ -7,6 +7,7 @@ pressure, retries and progress live here, once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -52,6 +53,7 @@ def iter_results(
     max_waiting: int | None = None,
     memory_pressure: Callable[[], bool] = lambda: False,
     max_retries: int = 3,
+    on_progress: Callable[[Task, int, int], None] | None = None,
 ) -> Iterator[TaskResult]:
     """Run tasks and yield their results in task order.
 
@@ -59,7 +61,8 @@ def iter_results(
     yielded in order; ``max_waiting`` bounds how many may wait (for results that hold data), so
     one slow task can stall the others only when results are large. While
     ``memory_pressure()`` is true no new task starts
-    unless nothing is running.
+    unless nothing is running. Executors that report progress within a call (``submit_watched``,
+    the local worker processes) send each running task's rows and bytes read to ``on_progress``.
     """
     pending = list(reversed(tasks))
     running: dict[Future, Task] = {}
@@ -68,9 +71,16 @@ def iter_results(
     order = iter([t.task_id for t in tasks])  # ids need not be consecutive (a resumed stage)
     next_id = next(order, None)
 
+    watched = getattr(executor, "submit_watched", None) if on_progress is not None else None
+
     def submit(task: Task) -> None:
         attempt_dir, task_dir = dirs(task)
-        running[executor.submit(run_task, task, attempt_dir, task_dir)] = task
+        if watched is not None and on_progress is not None:
+            report = functools.partial(on_progress, task)
+            future = watched(report, run_task, task, attempt_dir, task_dir)
+        else:
+            future = executor.submit(run_task, task, attempt_dir, task_dir)
+        running[future] = task
 
     try:
         while pending or running or done:

@@ -5,13 +5,37 @@ A call is the cloudpickle bytes of ``(fn, args)``; its answer is the cloudpickle
 ``answer``; the driver runs ``unpack``. So a user's function and exception travel the same way
 (through cloudpickle: by value when defined in a script, by reference when importable) whichever
 executor runs them, and an exception raised by a task comes back unchanged.
+
+Before its answer a local worker may send progress messages (``progress_message``): how far
+the running task has read. They start with a byte no pickle starts with.
 """
 
 from __future__ import annotations
 
+import struct
 import traceback
 
 import cloudpickle
+
+_PROGRESS = b"P"  # a pickle starts with its protocol opcode, b"\x80"
+_COUNTS = struct.Struct("<qq")
+
+
+def progress_message(rows: int, nbytes: int) -> bytes:
+    """A message saying the running task has read ``rows`` rows, ``nbytes`` bytes of its split.
+
+    >>> read_progress(progress_message(10, 2048))
+    (10, 2048)
+    """
+    return _PROGRESS + _COUNTS.pack(rows, nbytes)
+
+
+def read_progress(payload: bytes) -> tuple[int, int] | None:
+    """The counts of a progress message; None for an answer."""
+    if not payload.startswith(_PROGRESS):
+        return None
+    rows, nbytes = _COUNTS.unpack_from(payload, len(_PROGRESS))
+    return rows, nbytes
 
 
 def _error_payload(exc: BaseException) -> bytes:

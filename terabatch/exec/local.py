@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 import cloudpickle
 
 from terabatch.exec.base import WorkerDied
-from terabatch.exec.calls import unpack
+from terabatch.exec.calls import read_progress, unpack
 
 _WORKER_ENV = {
     "POLARS_MAX_THREADS": "1",
@@ -32,6 +32,10 @@ _WORKER_ENV = {
     # Polars' jemalloc: give freed memory back to the system quickly, so RSS tracks real use.
     "_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:0",
 }
+
+
+# Called with a running task's rows and bytes read so far.
+Progress = Callable[[int, int], None]
 
 
 def _describe_exit(code: int | None) -> str:
@@ -72,10 +76,19 @@ class _Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def call(self, blob: bytes) -> object:
+    def call(self, blob: bytes, on_progress: Progress | None = None) -> object:
+        """Run one call; progress messages before its answer go to ``on_progress``."""
         try:
             self.outbox.send_bytes(blob)
-            payload = self.inbox.recv_bytes()
+            while True:
+                payload = self.inbox.recv_bytes()
+                counts = read_progress(payload)
+                if counts is None:
+                    break
+                if on_progress is not None:
+                    # A display that fails must not leave the answer unread in the pipe.
+                    with contextlib.suppress(Exception):
+                        on_progress(*counts)
         except (EOFError, OSError, BrokenPipeError):
             code = self.process.wait()
             raise WorkerDied(f"worker process {self.pid} died ({_describe_exit(code)})") from None
@@ -124,7 +137,7 @@ class LocalExecutor:
                 item = self._queue.get()
                 if item is None:
                     return
-                future, blob = item
+                future, blob, on_progress = item
                 if not future.set_running_or_notify_cancel():
                     continue
                 if worker is None:
@@ -134,7 +147,7 @@ class LocalExecutor:
                 with self._lock:
                     self._busy.add(slot)
                 try:
-                    future.set_result(worker.call(blob))
+                    future.set_result(worker.call(blob, on_progress))
                 except WorkerDied as exc:
                     future.set_exception(exc)
                     worker.stop()
@@ -162,9 +175,14 @@ class LocalExecutor:
             self._threads.append(thread)
 
     def submit(self, fn: Callable, *args: object) -> Future:
+        return self.submit_watched(None, fn, *args)
+
+    def submit_watched(self, on_progress: Progress | None, fn: Callable, *args: object) -> Future:
+        """``submit``, with the call's progress messages going to ``on_progress`` (from a
+        dispatcher thread) while it runs."""
         self.start()
         future: Future = Future()
-        self._queue.put((future, cloudpickle.dumps((fn, args))))
+        self._queue.put((future, cloudpickle.dumps((fn, args)), on_progress))
         return future
 
     def close(self) -> None:

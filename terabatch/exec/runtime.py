@@ -11,8 +11,9 @@ import ctypes
 import gc
 import os
 import posixpath
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -60,14 +61,35 @@ class TaskFailure(Exception):
         return (type(self), (str(self), self.traceback_text))
 
 
+# How often a running task tells the driver how far it has read (where the executor listens).
+PROGRESS_SECONDS = 0.5
+_report: Callable[[int, int], None] | None = None
+
+
+def report_progress_to(report: Callable[[int, int], None] | None) -> None:
+    """Send the running task's rows and bytes read so far to ``report`` while it runs.
+
+    A local worker passes a function writing to its pipe; it may be called from a Polars
+    thread pulling the source.
+    """
+    global _report
+    _report = report
+
+
 class _Counter:
     def __init__(self) -> None:
         self.rows = 0
+        self.read_to = 0
+        self.due = time.monotonic() + PROGRESS_SECONDS
 
 
 def _count(batches: Iterator[Batch], counter: _Counter) -> Iterator[Batch]:
     for batch in batches:
         counter.rows += batch.frame.height
+        counter.read_to = max(counter.read_to, batch.read_to)
+        if _report is not None and time.monotonic() >= counter.due:
+            counter.due = time.monotonic() + PROGRESS_SECONDS
+            _report(counter.rows, counter.read_to)
         yield batch
 
 

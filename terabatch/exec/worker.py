@@ -10,13 +10,14 @@ Calls and answers are in the format of ``terabatch.exec.calls``, which Dask work
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 from multiprocessing.connection import Connection
 
-from terabatch.exec.calls import answer
+from terabatch.exec.calls import answer, progress_message
 
 PR_SET_PDEATHSIG = 1
 
@@ -41,12 +42,18 @@ def _follow_driver() -> None:
 
 def serve(read_fd: int, write_fd: int) -> None:
     """Answer calls until the driver closes the pipe."""
-    from terabatch.exec.runtime import configure_worker
+    from terabatch.exec.runtime import configure_worker, report_progress_to
 
     _follow_driver()
     configure_worker()
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
+
+    def report(rows: int, nbytes: int) -> None:
+        with contextlib.suppress(OSError):  # a driver gone away hears of it with the answer
+            outbox.send_bytes(progress_message(rows, nbytes))
+
+    report_progress_to(report)
     while True:
         try:
             message = inbox.recv_bytes()

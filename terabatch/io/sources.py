@@ -39,10 +39,15 @@ S = TypeVar("S", text.TextSplit, parquet_format.ParquetSplit)
 
 @dataclass(frozen=True)
 class Batch:
-    """A parsed batch and a lazy description of where its first row came from."""
+    """A parsed batch and a lazy description of where its first row came from.
+
+    ``read_to`` (sources only) is how many bytes of the split are read once this batch is out,
+    for progress within a task; 0 where unknown (compressed files, shuffle files).
+    """
 
     frame: pl.DataFrame
     origin: Callable[[], str]
+    read_to: int = 0
 
 
 Split = text.TextSplit | parquet_format.ParquetSplit
@@ -88,7 +93,9 @@ class CsvSource:
         ):
             if split.layout is not None:
                 frame = conform(frame, self.schema, wanted)
-            yield Batch(frame, _line_origin(split, self.storage_options, chunk))
+            yield Batch(
+                frame, _line_origin(split, self.storage_options, chunk), _read_to(split, chunk)
+            )
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,15 @@ class JsonSource:
         ):
             if split.layout is not None:
                 frame = conform(frame, self.schema, wanted)
-            yield Batch(frame, _line_origin(split, self.storage_options, chunk))
+            yield Batch(
+                frame, _line_origin(split, self.storage_options, chunk), _read_to(split, chunk)
+            )
+
+
+def _read_to(split: text.TextSplit, chunk: text.Chunk) -> int:
+    """Bytes of the split read up to the end of ``chunk``; unknown for a compressed file, whose
+    chunk offsets count decompressed bytes."""
+    return 0 if split.end is None else chunk.offset + len(chunk.data)
 
 
 def _wanted(schema: pl.Schema, columns: list[str] | None) -> list[str]:
@@ -200,8 +215,14 @@ class ParquetSource:
             if split.layout is not None:
                 frame = conform(frame, self.schema, wanted)
             first_row = rows_before
-            yield Batch(frame, lambda n=first_row: f"{split.describe()}, row {n + 1} of the split")
             rows_before += frame.height
+            # Row groups are read whole: the bytes read so far, in proportion to the rows.
+            read_to = split.nbytes * rows_before // max(split.rows, 1)
+            yield Batch(
+                frame,
+                lambda n=first_row: f"{split.describe()}, row {n + 1} of the split",
+                read_to,
+            )
 
 
 Source = CsvSource | JsonSource | ParquetSource

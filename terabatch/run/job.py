@@ -250,7 +250,7 @@ class Job:
                 self.summary.rows_read += result.rows_in
                 self.summary.bytes_read += result.bytes_in
                 self.summary.row_groups_read += result.row_groups
-            progress.advance(result.rows_in, result.bytes_in)
+            progress.advance(result.task_id, result.rows_in, result.bytes_in)
 
         def on_result(result: TaskResult) -> None:
             count(result)
@@ -276,6 +276,7 @@ class Job:
             max_waiting=max_waiting,
             memory_pressure=lambda: self._pressure(monitor),
             max_retries=self.options.max_retries,
+            on_progress=lambda task, rows, nbytes: progress.running(task.task_id, rows, nbytes),
         )
 
 

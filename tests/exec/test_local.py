@@ -153,6 +153,57 @@ def test_local_executor_runs_calls_and_survives_a_dead_worker() -> None:
     assert executor.worker_pids() == []
 
 
+def _reports_progress(n: int) -> int:
+    from terabatch.exec import runtime
+
+    assert runtime._report is not None  # the worker listens for progress
+    for i in range(n):
+        runtime._report(i, 10 * i)
+    return n
+
+
+def test_progress_messages_reach_the_watcher_before_the_answer() -> None:
+    executor = LocalExecutor(workers=1)
+    seen: list[tuple[int, int]] = []
+    try:
+        assert (
+            executor.submit_watched(lambda *c: seen.append(c), _reports_progress, 3).result(
+                timeout=30
+            )
+            == 3
+        )
+        assert seen == [(0, 0), (1, 10), (2, 20)]
+        # Unwatched calls drop the messages; the answer still comes through.
+        assert executor.submit(_reports_progress, 2).result(timeout=30) == 2
+        assert executor.submit(_square, 4).result(timeout=30) == 16
+    finally:
+        executor.close()
+
+
+def _slowly(frame: pl.DataFrame) -> pl.DataFrame:
+    time.sleep(0.2)
+    return frame
+
+
+def test_a_running_task_shows_its_progress(
+    tmp_path: Path, tiny_splits, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import terabatch.run.progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_SECONDS", 0.0)
+    path = tmp_path / "in.csv"
+    make_frame(2000, seed=4).write_csv(path)
+    size = path.stat().st_size
+    tiny_splits(size, size // 8)  # one task of about eight chunks, 0.2 s each
+    tb.read_csv(path).map_batches(_slowly).write_parquet(tmp_path / "out", progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "tasks," in line]
+    running = [line for line in lines if ": 0/1 tasks," in line]
+    assert running, lines  # reported while the only task was still running
+    rows = [int(line.split(" tasks, ")[1].split(" rows")[0].replace(",", "")) for line in running]
+    assert 0 < rows[0] < 2000 and rows == sorted(rows)
+    assert ": 1/1 tasks, 2,000 rows" in lines[-1]
+
+
 # The scheduling loop, with an in-process executor ----------------------------------------------
 
 

@@ -252,3 +252,26 @@ def test_without_newlines_in_values_a_multiline_field_is_reported(tmp_path, tiny
     with pytest.raises(tb.TerabatchError) as info:
         tb.read_csv(path, newlines_in_values=False).collect(**RUN)
     assert "newlines_in_values=True" in one_line_error(info.value)
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "csv.gz", "parquet"])
+def test_source_batches_say_how_far_into_the_split_they_read(tmp_path, kind: str) -> None:
+    frame = pl.DataFrame({"a": range(5000), "b": [f"v{i % 97}" for i in range(5000)]})
+    path = tmp_path / f"in.{kind}"
+    if kind == "parquet":
+        frame.write_parquet(path, row_group_size=500)
+        ds = tb.read_parquet(path)
+    elif kind == "jsonl":
+        frame.write_ndjson(path)
+        ds = tb.read_json(path)
+    else:
+        frame.write_csv(path, compression="gzip" if kind.endswith("gz") else "uncompressed")
+        ds = tb.read_csv(path)
+    source = ds._plan.source
+    splits = source.splits(path.stat().st_size // 3 + 1, None)
+    for split in splits:
+        marks = [batch.read_to for batch in source.read(split, None, 4096)]
+        if kind == "csv.gz":  # decompressed offsets say nothing of the file's bytes
+            assert set(marks) == {0}
+        else:
+            assert len(marks) > 1 and marks == sorted(marks) and marks[-1] == split.nbytes
