@@ -18,7 +18,7 @@ from terabatch.errors import SchemaError, TerabatchError, suggest
 from terabatch.explain import explain_plan
 from terabatch.io.bad_rows import check_mode
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
-from terabatch.plan.expressions import across_rows, input_columns, window_keys
+from terabatch.plan.expressions import across_rows, depends_on_order, input_columns, window_keys
 from terabatch.plan.nodes import (
     Aggregate,
     Drop,
@@ -101,6 +101,30 @@ def _check_join_key_types(
             )
 
 
+def _check_row_order(plan: Node, keys: tuple[str, ...], exprs: tuple[pl.Expr, ...]) -> None:
+    """Refuse windows that follow the rows' order where an earlier window changed it.
+
+    A window's rows come out grouped by its keys; Polars keeps them in input order. Windows
+    over other keys that depend on the order (cum_sum, shift, first, ...) would read the wrong
+    one. After a sort, or a window over the same keys, each group keeps its order.
+    """
+    node = plan
+    while isinstance(node, Filter | WithColumns | Select | Drop | Rename | MapBatches):
+        node = node.child
+    if not isinstance(node, Window) or node.keys == keys:
+        return
+    for expr in exprs:
+        what = depends_on_order(expr)
+        if what is not None:
+            earlier = ", ".join(node.keys)
+            raise TerabatchError(
+                f"with_columns({expr}) uses {what}, which follows the order of the rows, but "
+                f"after the window over {earlier} the rows are grouped by {earlier}, not in "
+                "input order; sort the rows first (ds.sort(...)) or compute this window before "
+                "that one"
+            )
+
+
 def _quiet_options(run: RunKwargs) -> RunOptions:
     """Run options for results returned to the caller: no progress bar unless asked."""
     return run_options(**{"progress": False, **run})
@@ -156,7 +180,9 @@ class Dataset:
         """Add or replace columns: ``ds.with_columns(day=pl.col("ts").str.slice(0, 10))``.
 
         Window expressions (``pl.col("v").sum().over("k")``) are computed exactly after a
-        shuffle on their keys; rows then come out grouped by key, not in input order.
+        shuffle on their keys; rows then come out grouped by key, each group in input order. A
+        window that depends on the order (``cum_sum``, ``shift``, ...) after a window over other
+        keys is refused: sort first.
         """
         built = _exprs(exprs, named)
         keys = set().union(*(window_keys(e) for e in built)) if built else set()
@@ -174,7 +200,9 @@ class Dataset:
                     f"with_columns({expr}) uses {what} outside over(); only windows look "
                     "across rows here"
                 )
-        return self._add(Window(self._plan, built, next(iter(keys))))
+        key = next(iter(keys))
+        _check_row_order(self._plan, key, built)
+        return self._add(Window(self._plan, built, key))
 
     def filter(self, *predicates: pl.Expr) -> Dataset:
         """Keep the rows where every predicate is true: ``ds.filter(pl.col("status") == 200)``."""

@@ -217,6 +217,50 @@ def test_windows_must_share_keys_and_stand_alone(csv_file: Path) -> None:
         ds.with_columns(pl.col("value").sum().over("group") + pl.col("value").sum())
 
 
+CHAINS = {
+    # Order-free windows over other keys, and order-dependent ones over the same keys.
+    "other keys": lambda d: d.with_columns(
+        pl.col("v").rank("ordinal").over("s").alias("r")
+    ).with_columns(pl.col("w").sum().over("i").alias("t"), pl.col("v").rank("dense").over("i")),
+    "same keys": lambda d: (
+        d.with_columns(pl.col("w").mean().over("s").alias("m"))
+        .filter(pl.col("v") != 5)
+        .with_columns(pl.col("v").cum_sum().over("s").alias("c"), pl.col("w").shift().over("s"))
+    ),
+    # A sort gives the rows the order the next windows follow.
+    "after a sort": lambda d: (
+        d.with_columns(pl.col("w").max().over("s").alias("m"))
+        .sort("u")
+        .with_columns(pl.col("v").cum_sum().over("i").alias("c"), pl.col("v").first().over("i"))
+    ),
+}
+
+
+@pytest.mark.parametrize("chain", list(CHAINS), ids=list(CHAINS))
+def test_windows_after_a_window_or_a_sort_equal_polars(
+    tmp_path: Path, many_partitions, chain: str
+) -> None:
+    frame = KEYED.with_columns(u=(pl.int_range(pl.len()) * 17) % 31)  # distinct: a total order
+    ds = tb.read_parquet(write_parquet(tmp_path, frame))
+    build = CHAINS[chain]
+    same_rows(collect_inline(build(ds)), build(frame), ["u"])
+
+
+def test_an_order_dependent_window_after_a_window_over_other_keys_is_refused(
+    csv_file: Path,
+) -> None:
+    ds = tb.read_csv(csv_file).with_columns(pl.col("value").sum().over("group").alias("t"))
+    for expr in (
+        pl.col("value").cum_sum().over("id"),
+        pl.col("value").shift().over("id"),
+        pl.col("value").rank("ordinal").over("id"),
+        pl.col("value").first().over("id"),
+    ):
+        with pytest.raises(TerabatchError, match="grouped by group, not in input order") as info:
+            ds.filter(pl.col("value") > 0).with_columns(expr.alias("x"))
+        assert "sort the rows first" in str(info.value)
+
+
 @pytest.mark.parametrize("largest", [True, False])
 def test_top_and_bottom_k(tmp_path: Path, many_partitions, largest: bool) -> None:
     frame = KEYED.with_columns(u=pl.int_range(pl.len()) * 7 % 30)

@@ -151,3 +151,80 @@ def window_keys(expr: pl.Expr) -> set[tuple[str, ...]]:
     except Exception:
         return set()
     return found
+
+
+# Functions whose answer depends on the order of the rows they see (in a window: the rows of
+# each group). A window's rows come out grouped by its keys, so these would read another order.
+_IN_ORDER = {
+    "First": "first()",
+    "Last": "last()",
+    "Implode": "implode()",
+    "Slice": "head(), tail() or slice()",
+    "Gather": "gather() or get()",
+    "GatherEvery": "gather_every()",
+    "ArgMax": "arg_max()",
+    "ArgMin": "arg_min()",
+    "SortBy": "sort_by() (ties keep the rows' order)",
+    "CumSum": "a cumulative function",
+    "CumProd": "a cumulative function",
+    "CumMin": "a cumulative function",
+    "CumMax": "a cumulative function",
+    "CumCount": "a cumulative function",
+    "Shift": "shift()",
+    "ShiftAndFill": "shift()",
+    "Diff": "diff()",
+    "PctChange": "pct_change()",
+    "Reverse": "reverse()",
+    "FillNullWithStrategy": "fill_null() with a strategy",
+    "RollingExpr": "a rolling function",
+    "RollingExprBy": "a rolling function",
+    "Interpolate": "interpolate()",
+    "EwmMean": "an exponentially weighted function",
+    "EwmStd": "an exponentially weighted function",
+    "EwmVar": "an exponentially weighted function",
+    "IsFirstDistinct": "is_first_distinct()",
+    "IsLastDistinct": "is_last_distinct()",
+    "ArgUnique": "arg_unique()",
+    "Range": "int_range() or a row index",
+}
+# Ranks that break ties by position.
+_RANKS_IN_ORDER = {"Ordinal", "Random"}
+
+
+def _in_order(node: object, names_a_function: bool) -> str | None:
+    if isinstance(node, list):
+        return next((f for item in node if (f := _in_order(item, names_a_function))), None)
+    if isinstance(node, str):
+        return _IN_ORDER.get(node) if names_a_function else None
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        if key in _IN_ORDER:
+            return _IN_ORDER[key]
+        if key == "Rank" and isinstance(value, dict):
+            method = (value.get("options") or {}).get("method")
+            if method in _RANKS_IN_ORDER:
+                return f"rank(method='{str(method).lower()}')"
+        if key in ("Column", "Columns", "Literal"):
+            continue
+        found = _in_order(value, names_a_function or key == "function")
+        if found:
+            return found
+    return None
+
+
+def depends_on_order(expr: pl.Expr) -> str | None:
+    """What in an expression depends on the order of the rows, or None.
+
+    >>> depends_on_order(pl.col("a").cum_sum().over("k"))
+    'a cumulative function'
+    >>> depends_on_order((pl.col("a") - pl.col("a").mean()).over("k")) is None
+    True
+    >>> depends_on_order(pl.col("a").rank("dense").over("k")) is None
+    True
+    """
+    try:
+        tree = json.loads(expr.meta.serialize(format="json"))
+    except Exception:
+        return None
+    return _in_order(tree, names_a_function=isinstance(tree, str))
