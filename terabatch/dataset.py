@@ -18,7 +18,13 @@ from terabatch.errors import SchemaError, TerabatchError, suggest
 from terabatch.explain import explain_plan
 from terabatch.io.bad_rows import check_mode
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
-from terabatch.plan.expressions import across_rows, depends_on_order, input_columns, window_keys
+from terabatch.plan.expressions import (
+    across_rows,
+    depends_on_order,
+    input_columns,
+    output_name,
+    window_keys,
+)
 from terabatch.plan.nodes import (
     Aggregate,
     Drop,
@@ -101,28 +107,36 @@ def _check_join_key_types(
             )
 
 
-def _check_row_order(plan: Node, keys: tuple[str, ...], exprs: tuple[pl.Expr, ...]) -> None:
-    """Refuse windows that follow the rows' order where an earlier window changed it.
-
-    A window's rows come out grouped by its keys; Polars keeps them in input order. Windows
-    over other keys that depend on the order (cum_sum, shift, first, ...) would read the wrong
-    one. After a sort, or a window over the same keys, each group keeps its order.
-    """
+def _window_order(plan: Node) -> tuple[str, ...] | None:
+    """The keys of the window that last grouped the rows, when only row-wise steps followed."""
     node = plan
     while isinstance(node, Filter | WithColumns | Select | Drop | Rename | MapBatches):
         node = node.child
-    if not isinstance(node, Window) or node.keys == keys:
+    return node.keys if isinstance(node, Window) else None
+
+
+def _check_row_order(plan: Node, keys: Sequence[str] | None, uses: list[tuple[str, str]]) -> None:
+    """Refuse what follows the rows' order (``uses``: what, and where) where a window changed it.
+
+    A window's rows come out grouped by its keys, each group in input order; Polars keeps them
+    in input order. Whatever depends on the order within groups of other ``keys`` would read
+    the wrong one. After a sort, the order is the sort's.
+    """
+    earlier = _window_order(plan)
+    if earlier is None or (keys is not None and set(keys) == set(earlier)) or not uses:
         return
-    for expr in exprs:
-        what = depends_on_order(expr)
-        if what is not None:
-            earlier = ", ".join(node.keys)
-            raise TerabatchError(
-                f"with_columns({expr}) uses {what}, which follows the order of the rows, but "
-                f"after the window over {earlier} the rows are grouped by {earlier}, not in "
-                "input order; sort the rows first (ds.sort(...)) or compute this window before "
-                "that one"
-            )
+    what, where = uses[0]
+    names = ", ".join(earlier)
+    raise TerabatchError(
+        f"{where} uses {what}, which follows the order of the rows, but after the window over "
+        f"{names} the rows are grouped by {names}, not in input order; sort the rows first "
+        "(ds.sort(...)) to give them the order it should follow"
+    )
+
+
+def _ordered_uses(method: str, exprs: Sequence[pl.Expr]) -> list[tuple[str, str]]:
+    found = ((depends_on_order(e), e) for e in exprs)
+    return [(what, f"{method}({e})") for what, e in found if what is not None]
 
 
 def _quiet_options(run: RunKwargs) -> RunOptions:
@@ -201,7 +215,7 @@ class Dataset:
                     "across rows here"
                 )
         key = next(iter(keys))
-        _check_row_order(self._plan, key, built)
+        _check_row_order(self._plan, key, _ordered_uses("with_columns", built))
         return self._add(Window(self._plan, built, key))
 
     def filter(self, *predicates: pl.Expr) -> Dataset:
@@ -347,6 +361,8 @@ class Dataset:
         if keep not in ("first", "last", "any", "none"):
             raise TerabatchError(f"keep must be 'first', 'last', 'any' or 'none', not {keep!r}")
         columns = (subset,) if isinstance(subset, str) else tuple(subset) if subset else None
+        if keep in ("first", "last") and columns is not None:
+            _check_row_order(self._plan, columns, [(f"keep={keep!r}", "unique")])
         return self._add(Unique(self._plan, columns, keep))
 
     # results -------------------------------------------------------------------------------
@@ -529,4 +545,11 @@ class GroupBy:
         built = _exprs(aggs, named)
         if not built:
             raise TerabatchError("agg needs at least one expression")
+        names = [output_name(k) for k in self._keys]
+        plain = all(input_columns(k) == {n} for k, n in zip(self._keys, names, strict=True))
+        _check_row_order(
+            self._dataset._plan,
+            [n for n in names if n is not None] if plain else None,
+            _ordered_uses("agg", built),
+        )
         return self._dataset._add(Aggregate(self._dataset._plan, self._keys, built))

@@ -227,6 +227,15 @@ CHAINS = {
         .filter(pl.col("v") != 5)
         .with_columns(pl.col("v").cum_sum().over("s").alias("c"), pl.col("w").shift().over("s"))
     ),
+    # A group_by or unique on the window's own keys: each group is still in input order.
+    "then group_by": lambda d: (
+        d.with_columns(pl.col("w").sum().over("s").alias("t"))
+        .group_by("s")
+        .agg(pl.col("v").first(), pl.col("u").last(), pl.col("t").max())
+    ),
+    "then unique": lambda d: d.with_columns(pl.col("w").sum().over("s").alias("t")).unique(
+        ["s"], keep="last"
+    ),
     # A sort gives the rows the order the next windows follow.
     "after a sort": lambda d: (
         d.with_columns(pl.col("w").max().over("s").alias("m"))
@@ -259,6 +268,16 @@ def test_an_order_dependent_window_after_a_window_over_other_keys_is_refused(
         with pytest.raises(TerabatchError, match="grouped by group, not in input order") as info:
             ds.filter(pl.col("value") > 0).with_columns(expr.alias("x"))
         assert "sort the rows first" in str(info.value)
+    with pytest.raises(TerabatchError, match=r"agg\(.*first\(\), which follows the order"):
+        ds.group_by("id").agg(pl.col("value").sum(), pl.col("value").first())
+    with pytest.raises(TerabatchError, match="unique uses keep='first'"):
+        ds.unique(["id"], keep="first")
+    # Order-free, on the window's keys, over whole rows, or after a sort: accepted.
+    ds.group_by("id").agg(pl.col("value").sum(), pl.col("value").sort().first().alias("low"))
+    ds.group_by("group").agg(pl.col("value").first())
+    ds.unique(["group"], keep="last")
+    ds.unique(keep="first")
+    ds.sort("id").with_columns(pl.col("value").cum_sum().over("id"))
 
 
 @pytest.mark.parametrize("largest", [True, False])

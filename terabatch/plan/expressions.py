@@ -164,7 +164,6 @@ _IN_ORDER = {
     "GatherEvery": "gather_every()",
     "ArgMax": "arg_max()",
     "ArgMin": "arg_min()",
-    "SortBy": "sort_by() (ties keep the rows' order)",
     "CumSum": "a cumulative function",
     "CumProd": "a cumulative function",
     "CumMin": "a cumulative function",
@@ -189,25 +188,56 @@ _IN_ORDER = {
 }
 # Ranks that break ties by position.
 _RANKS_IN_ORDER = {"Ordinal", "Random"}
+_SORTS = ("Sort", "SortBy")
 
 
-def _in_order(node: object, names_a_function: bool) -> str | None:
-    if isinstance(node, list):
-        return next((f for item in node if (f := _in_order(item, names_a_function))), None)
+def _named(node: object) -> str | None:
+    """The name of a function node: ``"CumSum"`` or ``{"CumSum": {...}}``."""
     if isinstance(node, str):
-        return _IN_ORDER.get(node) if names_a_function else None
+        return node
+    if isinstance(node, dict) and len(node) == 1:
+        return next(iter(node))
+    return None
+
+
+def _positional(key: str, value: object) -> tuple[str | None, object]:
+    """What order-dependent function one ``key: value`` node of an expression applies, and
+    its input."""
+    if key == "Function" and isinstance(value, dict):
+        inputs = value.get("input") or [None]
+        function = value.get("function")
+        name = _named(function)
+        if name == "Rank" and isinstance(function, dict):
+            method = (function["Rank"].get("options") or {}).get("method")
+            return (
+                f"rank(method='{str(method).lower()}')" if method in _RANKS_IN_ORDER else None
+            ), inputs[0]
+        return _IN_ORDER.get(name or ""), inputs[0]
+    if key == "Agg":
+        name = _named(value)
+        inner = value[name] if isinstance(value, dict) and name else None
+        if isinstance(inner, dict) and "input" in inner:
+            inner = inner["input"]
+        return _IN_ORDER.get(name or ""), inner
+    if key in _IN_ORDER and isinstance(value, dict):
+        return _IN_ORDER[key], value.get("input", value.get("expr"))
+    return None, None
+
+
+def _in_order(node: object) -> str | None:
+    if isinstance(node, list):
+        return next((f for item in node if (f := _in_order(item))), None)
     if not isinstance(node, dict):
         return None
     for key, value in node.items():
-        if key in _IN_ORDER:
-            return _IN_ORDER[key]
-        if key == "Rank" and isinstance(value, dict):
-            method = (value.get("options") or {}).get("method")
-            if method in _RANKS_IN_ORDER:
-                return f"rank(method='{str(method).lower()}')"
         if key in ("Column", "Columns", "Literal"):
             continue
-        found = _in_order(value, names_a_function or key == "function")
+        what, source = _positional(key, value)
+        # After a sort the order is the sort's, whatever the rows' order was.
+        if what is not None and _named(source) not in _SORTS:
+            return what
+        # A function's name is not an input: search what it reads only.
+        found = _in_order(source if key in ("Function", "Agg") else value)
         if found:
             return found
     return None
@@ -220,11 +250,11 @@ def depends_on_order(expr: pl.Expr) -> str | None:
     'a cumulative function'
     >>> depends_on_order((pl.col("a") - pl.col("a").mean()).over("k")) is None
     True
-    >>> depends_on_order(pl.col("a").rank("dense").over("k")) is None
+    >>> depends_on_order(pl.col("a").sort_by("b").head(2)) is None
     True
     """
     try:
         tree = json.loads(expr.meta.serialize(format="json"))
     except Exception:
         return None
-    return _in_order(tree, names_a_function=isinstance(tree, str))
+    return _in_order(tree)
