@@ -8,6 +8,10 @@ same code paths as a file of hundreds of gigabytes.
 
 The S3 fixtures live here, not beside the storage tests, because the Dask tests combine them
 with a cluster (tests/exec/test_dask_s3.py).
+
+Hypothesis draws the same examples on every run (a fresh clone has no example database, so a
+random draw could fail CI on a bug no change of its own touched); ``HYPOTHESIS_PROFILE=explore``
+draws new ones, to look for bugs.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 from helpers import make_frame
+from hypothesis import settings
 from s3_server import S3Bucket, S3Server
 
 import terabatch.plan.coalesce as coalesce_module
 import terabatch.run.job as job_module
 import terabatch.run.sizing as sizing_module
+
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)
