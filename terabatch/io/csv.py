@@ -216,6 +216,38 @@ def _separators_outside_quotes(data: bytes, sep: int, quote: int) -> int:
     return int(np.count_nonzero((arr == sep) & (inside == 0)))
 
 
+_NEWLINES = (ord("\n"), ord("\r"))
+
+
+def misplaced_quote(data: bytes, sep: int, quote: int) -> int | None:
+    """Offset of the first quote standing where RFC 4180 allows none, or None.
+
+    An opening quote starts a field, a closing one ends it, and a quote inside a quoted field is
+    doubled. Where line breaks may sit inside quotes, records are found by counting quotes, but
+    Polars reads a quote inside an unquoted field (``12" pizza``) as a letter: the two would cut
+    the file differently, so such a file's records depend on where it is split.
+
+    >>> misplaced_quote(b'1,"say ""hi"" now",c\\n2,"x\\ny",z\\n', ord(","), ord('"')) is None
+    True
+    >>> misplaced_quote(b'1,12" pizza,c\\n', ord(","), ord('"'))
+    4
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(arr == quote)
+    if quotes.size == 0:
+        return None
+    # A chunk starts outside quotes: even-numbered quotes open, odd-numbered ones close (a
+    # doubled quote closes and opens again).
+    opening, closing = quotes[0::2], quotes[1::2]
+    allowed = np.array([sep, quote, *_NEWLINES], dtype=np.uint8)
+    before = arr[np.maximum(opening - 1, 0)]
+    bad_open = opening[(opening > 0) & ~np.isin(before, allowed)]
+    after = arr[np.minimum(closing + 1, arr.size - 1)]
+    bad_close = closing[(closing + 1 < arr.size) & ~np.isin(after, allowed)]
+    bad = np.concatenate([bad_open, bad_close])
+    return int(bad.min()) if bad.size else None
+
+
 def _whole_rows(frame: pl.DataFrame, names: list[str], data: bytes, sep: int, quote: int) -> bool:
     """Whether every row of ``data`` (parsed into ``frame``) had all the fields ``names``.
 
@@ -261,6 +293,8 @@ def read_split(
             )
             if len(names) > 1 and not _whole_rows(frame, names, chunk.data, sep, quote):
                 raise ValueError("field count mismatch")
+            if options.newlines_in_values and misplaced_quote(chunk.data, sep, quote) is not None:
+                raise ValueError("a misplaced quote")
         except (pl.exceptions.PolarsError, ValueError):
             bad = _BadRowReporter(split, storage_options, chunk, on_bad_rows, line)
             frame = _slow_parse(schema, options, bad).select(wanted)
@@ -300,9 +334,16 @@ class _BadRowReporter:
         current().add(self.mode, self.split.file.path, line, offset_in_file, raw, reason)
 
 
+_MISPLACED_QUOTE = (
+    "malformed CSV: a quote inside an unquoted field or after a closing quote; with line breaks "
+    'in quoted values, quote the whole field and double its quotes ("12"" pizza")'
+)
+
+
 def _slow_parse(schema: pl.Schema, options: CsvOptions, bad: _BadRowReporter) -> pl.DataFrame:
     """Parse ``bad``'s chunk row by row; send each bad row to ``bad``; return the good rows."""
     names = list(schema.names())
+    sep, quote = ord(options.separator), ord(options.quote_char)
     text = bad.data.decode("utf-8", errors="surrogateescape")  # the chunk, copied once
     lines = text.split("\n")
     rows: list[list[str]] = []
@@ -312,6 +353,10 @@ def _slow_parse(schema: pl.Schema, options: CsvOptions, bad: _BadRowReporter) ->
         if error is not None:
             reason = str(error).split(" - ")[0]  # not the csv module's advice on opening files
             bad(first, raw, f"malformed CSV: {reason}")
+            continue
+        record = raw.encode("utf-8", "surrogateescape")
+        if options.newlines_in_values and misplaced_quote(record, sep, quote) is not None:
+            bad(first, raw, _MISPLACED_QUOTE)
             continue
         if not row and len(names) > 1:
             continue
