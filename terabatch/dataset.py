@@ -18,13 +18,7 @@ from terabatch.errors import SchemaError, TerabatchError, suggest
 from terabatch.explain import explain_plan
 from terabatch.io.bad_rows import check_mode
 from terabatch.io.sinks import CODECS, CollectSink, CountSink, FileSink
-from terabatch.plan.expressions import (
-    across_rows,
-    depends_on_order,
-    input_columns,
-    output_name,
-    window_keys,
-)
+from terabatch.plan.expressions import across_rows, depends_on_order, input_columns, window_keys
 from terabatch.plan.nodes import (
     Aggregate,
     Drop,
@@ -545,11 +539,8 @@ class GroupBy:
         built = _exprs(aggs, named)
         if not built:
             raise TerabatchError("agg needs at least one expression")
-        names = [output_name(k) for k in self._keys]
-        plain = all(input_columns(k) == {n} for k, n in zip(self._keys, names, strict=True))
-        _check_row_order(
-            self._dataset._plan,
-            [n for n in names if n is not None] if plain else None,
-            _ordered_uses("agg", built),
-        )
+        # Only plain columns name the same groups as a window over them.
+        plain = all(k.meta.is_column() for k in self._keys)
+        keys = [k.meta.output_name() for k in self._keys] if plain else None
+        _check_row_order(self._dataset._plan, keys, _ordered_uses("agg", built))
         return self._dataset._add(Aggregate(self._dataset._plan, self._keys, built))

@@ -354,10 +354,11 @@ def _slow_parse(schema: pl.Schema, options: CsvOptions, bad: _BadRowReporter) ->
             reason = str(error).split(" - ")[0]  # not the csv module's advice on opening files
             bad(first, raw, f"malformed CSV: {reason}")
             continue
-        record = raw.encode("utf-8", "surrogateescape")
-        if options.newlines_in_values and misplaced_quote(record, sep, quote) is not None:
-            bad(first, raw, _MISPLACED_QUOTE)
-            continue
+        if options.newlines_in_values:
+            record = raw.encode("utf-8", "surrogateescape")
+            if misplaced_quote(record, sep, quote) is not None:
+                bad(first, raw, _MISPLACED_QUOTE)
+                continue
         if not row and len(names) > 1:
             continue
         row = row or [""]

@@ -56,7 +56,7 @@ class StageProgress:
         """A running task has read ``rows`` rows and ``nbytes`` bytes so far."""
         with self._lock:
             self._running[task_id] = (rows, nbytes)
-            self._show(final=False)
+            self._show()
 
     def advance(self, task_id: int, rows: int, nbytes: int) -> None:
         """Task ``task_id`` finished, having read ``rows`` rows and ``nbytes`` bytes."""
@@ -65,9 +65,9 @@ class StageProgress:
             self.done += 1
             self.rows += rows
             self.bytes_done += nbytes
-            self._show(final=self.done == self.tasks)
+            self._show()
 
-    def _show(self, final: bool) -> None:
+    def _show(self) -> None:
         rows = self.rows + sum(r for r, _ in self._running.values())
         read = self.bytes_done + sum(b for _, b in self._running.values())
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -83,7 +83,7 @@ class StageProgress:
             )
         elif self.reporter.enabled:
             now = time.monotonic()
-            if now - self._last_line >= PLAIN_EVERY_SECONDS or final:
+            if now - self._last_line >= PLAIN_EVERY_SECONDS or self.done == self.tasks:
                 self._last_line = now
                 self.reporter.line(
                     f"{self.name}: {self.done}/{self.tasks} tasks, {rows:,} rows, "
