@@ -206,17 +206,19 @@ def run_dask(question: str, x: Path, y: Path, out: Path, memory: str | None) -> 
     LocalCluster (``dask_cluster.py``), written with ``to_parquet`` by the workers.
 
     Dask chooses the join: a one-partition right table (small, medium) is broadcast to every
-    partition of x; big is hash-joined after a peer-to-peer shuffle of both sides. Writes a
-    directory of ``part.<i>.parquet`` files.
+    partition of x; big is hash-joined after a peer-to-peer shuffle of both sides. Each row
+    group (1 M rows, ``gen_join.py``) is a partition: by default Dask puts up to 256 MiB of row
+    groups in one, which a worker's share of a 2 GB budget cannot hold as pandas (out of
+    memory on every question at 1e7). Writes a directory of ``part.<i>.parquet`` files.
     """
     import dask.dataframe as dd
     from dask_cluster import dask_cluster
 
     q = QUESTIONS[question]
     with dask_cluster(out.with_name(out.name + ".dask"), memory) as cluster:
-        joined = dd.read_parquet(x).merge(
-            dd.read_parquet(y), on=q.on, how=q.how, suffixes=("", SUFFIX)
-        )
+        left = dd.read_parquet(x, split_row_groups=True)
+        right = dd.read_parquet(y, split_row_groups=True)
+        joined = left.merge(right, on=q.on, how=q.how, suffixes=("", SUFFIX))
         write = joined.to_parquet(out, compression="zstd", write_index=False, compute=False)
         cluster.compute(write)
 
