@@ -44,6 +44,12 @@ def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'terabatch' has no attribute {name!r}")
+    if home == "terabatch.readers":
+        # A reader is the start of a job: start its workers before importing Polars here, so
+        # that their start-up overlaps ours (``terabatch/exec/process.py``).
+        from terabatch.exec.process import start_spares
+
+        start_spares()
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value

@@ -17,6 +17,7 @@ import polars as pl
 
 from terabatch.dataset import Dataset
 from terabatch.errors import TerabatchError
+from terabatch.exec.process import start_spares
 from terabatch.io import sources
 from terabatch.io.bad_files import ON_BAD_FILES
 from terabatch.io.bad_rows import check_mode
@@ -74,6 +75,7 @@ def read_csv(
     >>> tb.read_csv(path).schema
     Schema([('user', String), ('bytes', Int64)])
     """
+    start_spares()
     if len(separator) != 1 or len(quote_char) != 1:
         raise TerabatchError("separator and quote_char must be single characters")
     _check_modes(schema_mode, on_bad_files)
@@ -124,6 +126,7 @@ def read_json(
     >>> tb.read_json(path).collect()["bytes"].to_list()
     [10]
     """
+    start_spares()
     _check_modes(schema_mode, on_bad_files)
     opts = dict(storage_options or {})
     mode = check_mode("on_bad_rows", on_bad_rows)
@@ -159,6 +162,7 @@ def read_parquet(
     >>> tb.read_parquet(path).count()
     3
     """
+    start_spares()
     _check_modes(schema_mode, on_bad_files)
     opts = dict(storage_options or {})
     files = discover(source, "parquet", opts)

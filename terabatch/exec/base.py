@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Protocol
 
 from terabatch.errors import TerabatchError, UserFunctionError
+from terabatch.exec.process import WorkerDied
 from terabatch.exec.runtime import TaskFailure, TaskResult, run_task
 from terabatch.plan.stages import Task
 
@@ -26,10 +27,6 @@ class Executor(Protocol):
     def submit(self, fn: Callable, *args: object) -> Future: ...
 
     def close(self) -> None: ...
-
-
-class WorkerDied(Exception):
-    """The worker process running a call exited before answering."""
 
 
 class JobFailed(TerabatchError):

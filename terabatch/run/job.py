@@ -30,6 +30,7 @@ from terabatch.errors import (
 )
 from terabatch.exec.base import Executor, JobFailed, iter_results
 from terabatch.exec.local import LocalExecutor
+from terabatch.exec.process import stop_spares
 from terabatch.exec.runtime import TaskResult
 from terabatch.exec.select import executor_for
 from terabatch.io.commit import QUARANTINE, OutputCommit
@@ -99,7 +100,9 @@ class Job:
             shuffle_dir, opts = self.state.url("shuffle"), self.state.storage_options
             self.stages = plan_stages(self.plan, sink, sizes, shuffle_dir, opts)
             executor = executor_for(options.executor)
-            if executor is None:
+            if executor is not None:
+                stop_spares()  # the readers' local workers: this job runs elsewhere
+            else:
                 split = self.sizing.split_bytes
                 expected = sum(1 if f.compression else -(-f.size // split) for f in files)
                 executor = LocalExecutor(max(1, min(self.sizing.workers, expected)))
