@@ -144,8 +144,9 @@ def start_spares(count: int | None = None) -> None:
     caller is about to build."""
     wanted = count or os.cpu_count() or 1
     with _spares_lock:
-        alive = [w for w in _spares if w.process.poll() is None]
-        _spares[:] = alive
+        for worker in [w for w in _spares if w.process.poll() is not None]:
+            _spares.remove(worker)
+            worker.stop()  # reaps it and closes its pipes
         while len(_spares) < wanted:
             worker = WorkerProcess()
             _spares.append(worker)
