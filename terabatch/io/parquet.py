@@ -125,24 +125,61 @@ def plan_splits(
     target_bytes: int,
     predicate_tree: dict | None,
 ) -> list[ParquetSplit]:
-    """Group a file's row groups into splits of about ``target_bytes``, skipping pruned ones."""
+    """Group a file's row groups into splits of about ``target_bytes`` (``balanced_lengths``),
+    skipping pruned ones."""
     hive = tuple((k, v) for k, v in hive_values(file.relative) if k in hive_types)
     typed = {k: (int(v) if v is not None and hive_types[k] == pl.Int64 else v) for k, v in hive}
+    kept = [
+        g
+        for g in range(meta.num_row_groups)
+        if predicate_tree is None or may_match(predicate_tree, _stats(meta, g, typed))
+    ]
+    sizes = [meta.row_group(g).total_byte_size for g in kept]
     splits: list[ParquetSplit] = []
-    groups: list[int] = []
-    size = rows = 0
-    for g in range(meta.num_row_groups):
-        if predicate_tree is not None and not may_match(predicate_tree, _stats(meta, g, typed)):
-            continue
-        groups.append(g)
-        size += meta.row_group(g).total_byte_size
-        rows += meta.row_group(g).num_rows
-        if size >= target_bytes:
-            splits.append(ParquetSplit(file, tuple(groups), size, rows, hive))
-            groups, size, rows = [], 0, 0
-    if groups:
-        splits.append(ParquetSplit(file, tuple(groups), size, rows, hive))
+    start = 0
+    for length in balanced_lengths(sizes, target_bytes):
+        groups = kept[start : start + length]
+        rows = sum(meta.row_group(g).num_rows for g in groups)
+        splits.append(
+            ParquetSplit(file, tuple(groups), sum(sizes[start : start + length]), rows, hive)
+        )
+        start += length
     return splits
+
+
+def balanced_lengths(sizes: list[int], target_bytes: int) -> list[int]:
+    """How many consecutive row groups of ``sizes`` bytes each split takes.
+
+    As many splits as cutting each time ``target_bytes`` is reached would make, but cut where
+    the running size passes each equal share of the total: greedy cuts leave a small last split
+    (10 row groups with a target of 7 make tasks of 7 and 3, and the workers wait on the
+    larger: db-benchmark join at 1e7, 2.6 against 1.1 s).
+
+    >>> balanced_lengths([36] * 10, 218), balanced_lengths([36] * 10, 100)
+    ([5, 5], [3, 2, 3, 2])
+    """
+    if not sizes:
+        return []
+    count, size = 0, 0
+    for nbytes in sizes:
+        size += nbytes
+        if size >= target_bytes:
+            count, size = count + 1, 0
+    count += size > 0
+    total, done, lengths, length = sum(sizes), 0, [], 0
+    for i, nbytes in enumerate(sizes):
+        length += 1
+        done += nbytes
+        later = count - len(lengths) - 1  # splits still to make after this one
+        # Cut at the next equal share, or where each split still to make needs its own group.
+        if later > 0 and (
+            done * count >= (len(lengths) + 1) * total or len(sizes) - i - 1 == later
+        ):
+            lengths.append(length)
+            length = 0
+    if length:
+        lengths.append(length)
+    return lengths
 
 
 def _polars_batches(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,13 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from helpers import make_frame, one_line_error
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 import terabatch as tb
 from terabatch.errors import InputReadError, SchemaError
+from terabatch.io.parquet import balanced_lengths
 from terabatch.io.sinks import CollectSink
 from terabatch.plan.optimize import optimize
 from terabatch.plan.stages import Sizes, plan_stages
@@ -45,6 +49,35 @@ def test_splits_group_row_groups_up_to_the_target(parquet_file: Path) -> None:
     assert groups == list(range(20))
     assert 5 <= len(tasks) <= 8
     assert sum(t.split.rows for t in tasks) == 2000
+
+
+def _greedy(sizes: list[int], target: int) -> list[int]:
+    lengths, length, size = [], 0, 0
+    for nbytes in sizes:
+        length, size = length + 1, size + nbytes
+        if size >= target:
+            lengths.append(length)
+            length, size = 0, 0
+    return [*lengths, length] if length else lengths
+
+
+@given(st.lists(st.integers(0, 1000), max_size=60), st.integers(0, 3000))
+def test_balanced_splits_are_as_many_as_greedy_ones_and_none_much_larger(
+    sizes: list[int], target: int
+) -> None:
+    lengths = balanced_lengths(sizes, target)
+    greedy = _greedy(sizes, target)
+    assert sum(lengths) == len(sizes) and all(n > 0 for n in lengths)
+    assert len(lengths) == len(greedy)
+    if sizes:
+        bounds = [0, *itertools.accumulate(lengths)]
+        split_sizes = [sum(sizes[a:b]) for a, b in itertools.pairwise(bounds)]
+        assert max(split_sizes) <= sum(sizes) / len(lengths) + max(sizes)
+
+
+def test_row_groups_of_one_size_split_evenly() -> None:
+    assert balanced_lengths([36] * 10, 218) == [5, 5]  # greedy: 7 and 3
+    assert balanced_lengths([36] * 9, 100) == [3, 3, 3]
 
 
 @pytest.fixture
