@@ -38,6 +38,7 @@ class OutputCommit:
         self.staging = posixpath.join(self.root, STAGING, job_id)
         self._created_root = False
         self._staged = False  # nothing to clean up before the staging area exists
+        self._listing: set[str] | None = None
 
     def _existing_output(self) -> list[str]:
         if not self.fs.exists(self.root):
@@ -87,6 +88,15 @@ class OutputCommit:
 
     def task_dir(self, task_id: int) -> str:
         return self._url(posixpath.join(self.staging, f"task-{task_id:05d}"))
+
+    def has_staged(self, task_id: int, files: Iterable[WrittenFile]) -> bool:
+        """Whether a finished task's files are still in the staging area (a resumed run
+        reruns a task whose files someone removed, rather than failing at the commit)."""
+        if self._listing is None:
+            found = self.fs.find(self.staging) if self.fs.exists(self.staging) else []
+            self._listing = {self.fs._strip_protocol(p) for p in found}
+        task_dir = posixpath.join(self.staging, f"task-{task_id:05d}")
+        return all(posixpath.join(task_dir, w.path) in self._listing for w in files)
 
     def _url(self, path: str) -> str:
         return path if isinstance(self.fs, LocalFileSystem) else self.fs.unstrip_protocol(path)

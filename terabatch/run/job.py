@@ -176,10 +176,12 @@ class Job:
         reporter: ProgressReporter,
         dirs: Callable[[Task], tuple[str | None, str | None]],
         max_waiting: int | None = None,
+        staged: Callable[[TaskResult], bool] | None = None,
     ) -> Iterator[TaskResult]:
         """Run every stage; yield the last stage's results in task order.
 
         Earlier stages write shuffle files; their results only feed progress and the summary.
+        ``staged`` tells whether a last-stage task an earlier run finished still has its files.
         """
         for i in range(len(self.stages) - 1):
             stage = self.stages[i]  # read now: a first pass fills in the stages after it
@@ -200,7 +202,7 @@ class Job:
         last = len(self.stages) - 1
         self._coalesce(last)
         self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
-        yield from self._run_stage(last, monitor, reporter, dirs, max_waiting)
+        yield from self._run_stage(last, monitor, reporter, dirs, max_waiting, staged)
 
     def _coalesce(self, index: int) -> None:
         """Group a reduce stage's small partitions, now that the map stage wrote them."""
@@ -235,10 +237,15 @@ class Job:
         reporter: ProgressReporter,
         dirs: Callable[[Task], tuple[str | None, str | None]],
         max_waiting: int | None,
+        staged: Callable[[TaskResult], bool] | None = None,
     ) -> Iterator[TaskResult]:
         stage = self.stages[index]
         progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
         committed = self.state.committed(index) if self.persistent else {}
+        if staged is not None:
+            kept = {i: r for i, r in committed.items() if staged(r)}
+            self.summary.resumed_tasks -= len(committed) - len(kept)
+            committed = kept
         # First passes read rows a second time: their bad rows are met again where they count.
         counts = stage.feeds is None
         last = index == len(self.stages) - 1
@@ -367,7 +374,8 @@ def run(
             commit.prepare()
         with MemoryMonitor() as monitor, ProgressReporter(options.progress) as reporter:
             frames: list[pl.DataFrame] = []
-            for result in job.results(monitor, reporter, dirs):
+            staged = None if commit is None else lambda r: commit.has_staged(r.task_id, r.files)
+            for result in job.results(monitor, reporter, dirs, staged=staged):
                 outcome.results.append(result)
                 outcome.count += result.rows_out
                 if result.frame is not None:

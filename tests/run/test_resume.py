@@ -7,6 +7,7 @@ is compared byte for byte with an uninterrupted run of the same job.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,32 @@ def test_failed_run_resumes_without_redoing_committed_tasks(tmp_path: Path) -> N
     redone = {p.name for p in calls.iterdir()}
     assert len(redone) == 16 - summary.resumed_tasks
     assert redone | first_calls == {str(i * 300) for i in range(16)}
+    expected = pl.read_csv(str(src / "*.csv")).sort("v")
+    assert pl.read_parquet(str(out / "*.parquet")).sort("v").equals(expected)
+    assert summary.rows_read == summary.rows_written == 16 * 300
+
+
+def test_a_resumed_run_redoes_finished_tasks_whose_staged_files_were_removed(
+    tmp_path: Path,
+) -> None:
+    src = _inputs(tmp_path)
+    out = tmp_path / "out"
+    flag = tmp_path / "service-is-back"
+
+    def job():
+        return (
+            tb.read_csv(str(src / "*.csv"))
+            .map_batches(_fail_once(flag))
+            .write_parquet(out, workers=2, progress=False, max_retries=0)
+        )
+
+    with pytest.raises(tb.TerabatchError):
+        job()
+    assert _markers(out, "000-")  # finished tasks kept, their files staged under out/
+    shutil.rmtree(out)  # the user clears the output directory before trying again
+    flag.touch()
+    summary = job()
+    assert summary.resumed_tasks == 0
     expected = pl.read_csv(str(src / "*.csv")).sort("v")
     assert pl.read_parquet(str(out / "*.parquet")).sort("v").equals(expected)
     assert summary.rows_read == summary.rows_written == 16 * 300
