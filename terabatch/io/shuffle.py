@@ -184,9 +184,9 @@ class PartitionedFile:
         order), one batch per partition, each a slice of one Arrow batch."""
         if not self._held:
             return
-        held = self._held[0]
-        if len(self._held) > 1:
-            held = pl.concat(self._held, how="vertical_relaxed", rechunk=False)
+        # One chunk per column: sorting a frame of several chunks gathers across them, twice
+        # as slow (5 M rows of db-benchmark's x: 0.97 against 0.50 s, rechunking 0.05 s).
+        held = pl.concat(self._held, how="vertical_relaxed", rechunk=False).rechunk()
         self._held, self._held_bytes = [], 0
         numbers = held[PARTITION_COLUMN]
         if not numbers.is_sorted():  # bucketed pre-combining sends partitions in order
