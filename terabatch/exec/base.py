@@ -45,14 +45,17 @@ def iter_results(
     tasks: tuple[Task, ...],
     *,
     dirs: Callable[[Task], tuple[str | None, str | None]],
-    on_result: Callable[[TaskResult], None],
+    on_result: Callable[[Task, TaskResult], None],
     max_running: int,
     max_waiting: int | None = None,
     memory_pressure: Callable[[], bool] = lambda: False,
     max_retries: int = 3,
     on_progress: Callable[[Task, int, int], None] | None = None,
 ) -> Iterator[TaskResult]:
-    """Run tasks and yield their results in task order.
+    """Run tasks and yield their results in the order of ``tasks``.
+
+    Tasks of several stages may run together (their ids repeat across stages): tasks are told
+    apart by their place in ``tasks``.
 
     At most ``max_running`` tasks are submitted and unfinished. Finished results wait to be
     yielded in order; ``max_waiting`` bounds how many may wait (for results that hold data), so
@@ -61,23 +64,23 @@ def iter_results(
     unless nothing is running. Executors that report progress within a call (``submit_watched``,
     the local worker processes) send each running task's rows and bytes read to ``on_progress``.
     """
-    pending = list(reversed(tasks))
-    running: dict[Future, Task] = {}
+    pending = list(reversed(range(len(tasks))))
+    running: dict[Future, int] = {}
     attempts: dict[int, int] = {}
     done: dict[int, TaskResult] = {}
-    order = iter([t.task_id for t in tasks])  # ids need not be consecutive (a resumed stage)
-    next_id = next(order, None)
+    next_place = 0
 
     watched = getattr(executor, "submit_watched", None) if on_progress is not None else None
 
-    def submit(task: Task) -> None:
+    def submit(place: int) -> None:
+        task = tasks[place]
         attempt_dir, task_dir = dirs(task)
         if watched is not None and on_progress is not None:
             report = functools.partial(on_progress, task)
             future = watched(report, run_task, task, attempt_dir, task_dir)
         else:
             future = executor.submit(run_task, task, attempt_dir, task_dir)
-        running[future] = task
+        running[future] = place
 
     try:
         while pending or running or done:
@@ -95,34 +98,35 @@ def iter_results(
                 if pending and not done:
                     time.sleep(0.05)
             for future in finished:
-                task = running.pop(future)
+                place = running.pop(future)
+                task = tasks[place]
                 try:
                     result = future.result()
                 except UserFunctionError as exc:
                     # The user's code may fail for a passing reason (a service, a full disk):
                     # retried like a crash; when it keeps failing, its own error and traceback.
-                    attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
-                    if attempts[task.task_id] > max_retries:
+                    attempts[place] = attempts.get(place, 0) + 1
+                    if attempts[place] > max_retries:
                         raise exc from None
-                    pending.append(task)
+                    pending.append(place)
                     continue
                 except TerabatchError:
                     raise  # the input's fault (a bad row, a missing file): the same every time
                 except (TaskFailure, WorkerDied, OSError, MemoryError) as exc:
-                    attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
-                    if attempts[task.task_id] > max_retries:
+                    attempts[place] = attempts.get(place, 0) + 1
+                    if attempts[place] > max_retries:
                         raise JobFailed(
-                            f"task {task.task_id} failed {attempts[task.task_id]} times, on "
+                            f"task {task.task_id} failed {attempts[place]} times, on "
                             f"{task.describe()}: {exc}",
                             getattr(exc, "traceback_text", ""),
                         ) from None
-                    pending.append(task)
+                    pending.append(place)
                     continue
-                on_result(result)
-                done[result.task_id] = result
-            while next_id is not None and next_id in done:
-                yield done.pop(next_id)
-                next_id = next(order, None)
+                on_result(task, result)
+                done[place] = result
+            while next_place in done:
+                yield done.pop(next_place)
+                next_place += 1
     finally:
         for future in running:
             future.cancel()

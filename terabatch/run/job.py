@@ -44,6 +44,7 @@ from terabatch.plan.coalesce import coalesce_stage
 from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
+from terabatch.plan.overlap import run_together
 from terabatch.plan.schema import output_schema
 from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
 from terabatch.run.accounting import RowAccount
@@ -183,26 +184,30 @@ class Job:
         Earlier stages write shuffle files; their results only feed progress and the summary.
         ``staged`` tells whether a last-stage task an earlier run finished still has its files.
         """
-        for i in range(len(self.stages) - 1):
+        i, last = 0, len(self.stages) - 1
+        while i < last:
             stage = self.stages[i]  # read now: a first pass fills in the stages after it
             if stage.feeds is not None:
                 # A first pass (a sort's key sample, a broadcast join's small right side, the
                 # rows a head kept): its rows fill the later stages that wait for them.
                 frames = self.state.load_frames(i) if self.persistent else None
                 if frames is None:
-                    results = self._run_stage(i, monitor, reporter, _no_dirs, None)
+                    results = self._run_stages([i], monitor, reporter, _no_dirs, None)
                     frames = [r.frame for r in results if r.frame is not None]
                     if self.persistent:
                         self.state.save_frames(i, frames)
                 self.stages[i + 1 :] = fill_later(stage, frames, self.stages[i + 1 :])
+                i += 1
                 continue
-            self._coalesce(i)
-            for _ in self._run_stage(i, monitor, reporter, self._shuffle_dirs, None):
+            group = run_together(self.stages, i, last)
+            for index in group:
+                self._coalesce(index)
+            for _ in self._run_stages(group, monitor, reporter, self._shuffle_dirs, None):
                 pass
-        last = len(self.stages) - 1
+            i = group[-1] + 1
         self._coalesce(last)
         self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
-        yield from self._run_stage(last, monitor, reporter, dirs, max_waiting, staged)
+        yield from self._run_stages([last], monitor, reporter, dirs, max_waiting, staged)
 
     def _coalesce(self, index: int) -> None:
         """Group a reduce stage's small partitions, now that the map stage wrote them."""
@@ -230,64 +235,95 @@ class Job:
         attempt = posixpath.join(root, f"attempt-{task.task_id:05d}-{os.urandom(4).hex()}")
         return attempt, map_dir(root, task.task_id)
 
-    def _run_stage(
+    def _run_stages(
         self,
-        index: int,
+        indices: list[int],
         monitor: MemoryMonitor,
         reporter: ProgressReporter,
         dirs: Callable[[Task], tuple[str | None, str | None]],
         max_waiting: int | None,
         staged: Callable[[TaskResult], bool] | None = None,
     ) -> Iterator[TaskResult]:
-        stage = self.stages[index]
-        progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
-        committed = self.state.committed(index) if self.persistent else {}
-        if staged is not None:
-            kept = {i: r for i, r in committed.items() if staged(r)}
-            self.summary.resumed_tasks -= len(committed) - len(kept)
-            committed = kept
-        # First passes read rows a second time: their bad rows are met again where they count.
-        counts = stage.feeds is None
-        last = index == len(self.stages) - 1
-        quarantine = self.state.url("quarantine", f"stage-{index:03d}") if counts else None
-
-        def count(result: TaskResult) -> None:
-            """Rows, bytes, spill and progress of a task, finished now or by an earlier run."""
-            if counts:
-                self.account.add(result, stage.reads_input, last)
-            self._count_spill(result)
-            if stage.reads_input:
-                self.summary.rows_read += result.rows_in
-                self.summary.bytes_read += result.bytes_in
-                self.summary.row_groups_read += result.row_groups
-            progress.advance(result.task_id, result.rows_in, result.bytes_in)
-
-        def on_result(result: TaskResult) -> None:
-            count(result)
-            if self.persistent and result.frame is None and result.spill_path is None:
-                self.state.record(index, result)
-
-        opts = self.state.storage_options
-        todo = tuple(
-            replace(t, quarantine_dir=quarantine, quarantine_options=opts)
-            for t in stage.tasks
-            if t.task_id not in committed
-        )
-        for task in stage.tasks:
-            if task.task_id in committed:
-                count(committed[task.task_id])
-                yield committed[task.task_id]
-        yield from iter_results(
+        """Run the tasks of stages ``indices`` together; yield their results stage by stage,
+        in task order."""
+        runs = {index: _StageRun(self, index, reporter, staged) for index in indices}
+        run_of: dict[int, _StageRun] = {}  # by id(task): task ids repeat across stages
+        todo: list[Task] = []
+        for run in runs.values():
+            for task in run.todo:
+                run_of[id(task)] = run
+                todo.append(task)
+        for run in runs.values():
+            for result in run.committed.values():
+                run.count(result)
+        ready = iter_results(
             self.executor,
-            todo,
+            tuple(todo),
             dirs=dirs,
-            on_result=on_result,
+            on_result=lambda task, result: run_of[id(task)].finished(result),
             max_running=self.executor.workers + 1,
             max_waiting=max_waiting,
             memory_pressure=lambda: self._pressure(monitor),
             max_retries=self.options.max_retries,
-            on_progress=lambda task, rows, nbytes: progress.running(task.task_id, rows, nbytes),
+            on_progress=lambda task, rows, nbytes: run_of[id(task)].progress.running(
+                task.task_id, rows, nbytes
+            ),
         )
+        for run in runs.values():
+            for task in run.stage.tasks:
+                if task.task_id in run.committed:
+                    yield run.committed[task.task_id]
+                else:
+                    yield next(ready)
+
+
+class _StageRun:
+    """One stage of a job while it runs: its progress, the tasks an earlier run committed,
+    and the accounting of every finished task."""
+
+    def __init__(
+        self,
+        job: Job,
+        index: int,
+        reporter: ProgressReporter,
+        staged: Callable[[TaskResult], bool] | None,
+    ) -> None:
+        self.job, self.index = job, index
+        self.stage = stage = job.stages[index]
+        self.progress = reporter.stage(stage.name, len(stage.tasks), stage.input_bytes)
+        committed = job.state.committed(index) if job.persistent else {}
+        if staged is not None:
+            kept = {i: r for i, r in committed.items() if staged(r)}
+            job.summary.resumed_tasks -= len(committed) - len(kept)
+            committed = kept
+        self.committed = committed
+        # First passes read rows a second time: their bad rows are met again where they count.
+        self.counts = stage.feeds is None
+        self.last = index == len(job.stages) - 1
+        quarantine = job.state.url("quarantine", f"stage-{index:03d}") if self.counts else None
+        opts = job.state.storage_options
+        self.todo = tuple(
+            replace(t, quarantine_dir=quarantine, quarantine_options=opts)
+            for t in stage.tasks
+            if t.task_id not in committed
+        )
+
+    def count(self, result: TaskResult) -> None:
+        """Rows, bytes, spill and progress of a task, finished now or by an earlier run."""
+        job, stage = self.job, self.stage
+        if self.counts:
+            job.account.add(result, stage.reads_input, self.last)
+        job._count_spill(result)
+        if stage.reads_input:
+            job.summary.rows_read += result.rows_in
+            job.summary.bytes_read += result.bytes_in
+            job.summary.row_groups_read += result.row_groups
+        self.progress.advance(result.task_id, result.rows_in, result.bytes_in)
+
+    def finished(self, result: TaskResult) -> None:
+        self.count(result)
+        if self.job.persistent and result.frame is None and result.spill_path is None:
+            self.job.state.record(self.index, result)
 
 
 def _run_state(

@@ -264,7 +264,7 @@ def _run(executor: ThreadExecutor, n: int, **kwargs) -> list[int]:
         executor,
         tuple(FakeTask(i) for i in range(n)),
         dirs=lambda task: (None, None),
-        on_result=lambda r: seen.append(r.task_id),
+        on_result=lambda task, r: seen.append(r.task_id),
         max_running=executor.workers,
         **kwargs,
     )
