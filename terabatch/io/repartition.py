@@ -144,9 +144,7 @@ def load(fs, piece: Piece, schema: pl.Schema | None = None) -> pl.DataFrame:
             batches = [reader.get_batch(i) for i in segment.batches]
             frames.append(pl.from_arrow(pa.Table.from_batches(batches, reader.schema)))
     if frames:
-        # One chunk per column: a join of frames in several chunks gathers across them, three
-        # times as slow (db-benchmark join q5, 500 k rows a side: 0.35 against 0.12 s).
-        return pl.concat(frames, how="vertical_relaxed", rechunk=False).rechunk()
+        return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
     return pl.DataFrame(schema=schema or {})
 
 

@@ -245,6 +245,10 @@ class JoinSource:
         Keys with many rows on both sides multiply: the output can be far larger than the
         inputs, so it is estimated from the key counts of both sides before joining.
         """
+        # One chunk per column: a join of frames in several chunks (one per map task) gathers
+        # across them, three times as slow (db-benchmark join q5, 500 k rows a side: 0.35
+        # against 0.12 s, rechunking 0.015 s).
+        left, right = left.rechunk(), right.rechunk()
         if room is None or self.how in ("semi", "anti") or not left.height or not right.height:
             yield self._join(left, right)
             return
