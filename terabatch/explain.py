@@ -21,6 +21,7 @@ from terabatch.plan.nodes import (
     lineage,
 )
 from terabatch.plan.optimize import optimize
+from terabatch.plan.overlap import groups
 from terabatch.plan.stages import Sizes, outline_stages
 from terabatch.run.memory import format_size
 
@@ -97,7 +98,12 @@ def explain_plan(plan: Node, optimized: bool = True) -> str:
     plan = optimize(plan)
     stages, notes = outline_stages(plan, Sizes(0, 0, 1, None))
     lines = _tree(plan, notes)
-    lines += [f"stage {i}: {stage.detail}" for i, stage in enumerate(stages, 1)]
+    with_first = {i: group[0] for group in groups(stages) for i in group[1:]}
+    for i, stage in enumerate(stages):
+        alongside = (
+            f"; runs at the same time as stage {with_first[i] + 1}" if i in with_first else ""
+        )
+        lines.append(f"stage {i + 1}: {stage.detail}{alongside}")
     return "\n".join(lines)
 
 

@@ -1,34 +1,15 @@
-"""Which stages may run at the same time: those that read nothing the others write.
+"""Which stages may run at the same time: those that read no shuffle the others write.
 
-The two sides of a join shuffle into two directories, each from its own input: run one after
-the other, the workers wait at the end of the first side for its last task while the second
-side's tasks could already run (db-benchmark join q5 at 1e8: five map tasks a side on two
-workers, one worker idle for a fifth of the map time). Stages run together share the workers;
-every task still runs once, and a reduce stage starts only after all stages before it.
+The two sides of a join shuffle from their own inputs: run one after the other, the workers
+wait at the end of the first side for its last task while the second side's tasks could already
+run (db-benchmark join q5 at 1e8: five map tasks a side on two workers, one worker idle for a
+fifth of the map time). Stages run together share the workers; a stage that reads a shuffle
+starts only after every stage before it has finished.
 """
 
 from __future__ import annotations
 
-from terabatch.io.shuffle import ShuffleSink
-from terabatch.io.shuffle_read import JoinSource, ShuffleSource
 from terabatch.plan.stages import Stage
-
-
-def shuffles_read(stage: Stage) -> set[str]:
-    """The shuffle directories the stage's tasks read."""
-    found: set[str] = set()
-    for task in stage.tasks:
-        source = task.source
-        if isinstance(source, JoinSource):
-            found |= {source.left.directory, source.right.directory}
-        elif isinstance(source, ShuffleSource):
-            found.add(source.directory)
-    return found
-
-
-def shuffles_written(stage: Stage) -> set[str]:
-    """The shuffle directories the stage's tasks write."""
-    return {t.sink.directory for t in stage.tasks if isinstance(t.sink, ShuffleSink)}
 
 
 def run_together(stages: list[Stage], first: int, end: int) -> list[int]:
@@ -37,17 +18,36 @@ def run_together(stages: list[Stage], first: int, end: int) -> list[int]:
     A stage joins while it reads no shuffle the stages before it in the group write. First
     passes (``feeds``) run alone: the driver fills their rows into the stages after them.
 
-    >>> run_together([Stage("a", ()), Stage("b", ())], 0, 2)
+    >>> left = Stage("left", (), writes=frozenset({1}))
+    >>> right = Stage("right", (), writes=frozenset({1}))
+    >>> reduce = Stage("join", (), reads=frozenset({1}))
+    >>> run_together([left, right, reduce], 0, 3)
     [0, 1]
     """
     group = [first]
     if stages[first].feeds is not None:
         return group
-    written = shuffles_written(stages[first])
+    written = set(stages[first].writes)
     for index in range(first + 1, end):
         stage = stages[index]
-        if stage.feeds is not None or shuffles_read(stage) & written:
+        if stage.feeds is not None or stage.reads & written:
             break
         group.append(index)
-        written |= shuffles_written(stage)
+        written |= stage.writes
     return group
+
+
+def groups(stages: list[Stage]) -> list[list[int]]:
+    """All stages, in groups that run together; the last stage always runs alone (its
+    results are the job's).
+
+    >>> groups([Stage("a", ()), Stage("b", ()), Stage("c", ())])
+    [[0, 1], [2]]
+    """
+    if not stages:
+        return []
+    found, index, last = [], 0, len(stages) - 1
+    while index < last:
+        found.append(run_together(stages, index, last))
+        index = found[-1][-1] + 1
+    return [*found, [last]]

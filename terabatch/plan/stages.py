@@ -95,7 +95,9 @@ class Stage:
     """The tasks of one stage, and the operators the driver runs on their combined rows.
 
     ``feeds`` marks a first pass: the driver collects its rows and fills them into later
-    stages. ``detail`` is the stage's line in ``explain()``.
+    stages. ``detail`` is the stage's line in ``explain()``. ``reads`` and ``writes`` are the
+    numbers of the shuffles its tasks read and write: stages that read nothing the others
+    write may run at the same time.
     """
 
     name: str
@@ -105,6 +107,8 @@ class Stage:
     reads_input: bool = True
     feeds: Slot | None = None
     detail: str = ""
+    reads: frozenset[int] = frozenset()
+    writes: frozenset[int] = frozenset()
 
     @property
     def input_bytes(self) -> int:
@@ -190,6 +194,7 @@ class _Feed:
     reads_input: bool
     single: bool = False
     ends_sorted: bool = False
+    reads: frozenset[int] = frozenset()  # the shuffles its tasks read
 
     def run(
         self, ops: list, sink: Sink | ShuffleSink, limit: int | None = None
@@ -229,6 +234,7 @@ class _Planner:
                 limit,
                 feed.reads_input,
                 detail=text,
+                reads=feed.reads,
             )
         )
         return self.stages
@@ -297,6 +303,7 @@ class _Planner:
                 reads_input=feed.reads_input,
                 feeds=slot,
                 detail=feed.text + _probe_note(task_ops) + _keep_note(ops),
+                reads=feed.reads,
             )
         )
         task = Task(
@@ -347,6 +354,7 @@ class _Planner:
                     feeds=Slot("boundaries", directory),
                     detail=f"{feed.text}{probe}; keep a sample of the sort keys {shown_keys} "
                     f"(first pass, for the ranges of shuffle {number})",
+                    reads=feed.reads,
                 )
             )
             sampled = len(self.stages)
@@ -363,6 +371,8 @@ class _Planner:
                 mapped,
                 reads_input=feed.reads_input,
                 detail=f"{feed.text}{probe}; {combine + '; ' if combine else ''}{written}",
+                reads=feed.reads,
+                writes=frozenset({number}),
             )
         )
         self.notes[id(op)] = f"shuffle {number}"
@@ -380,6 +390,7 @@ class _Planner:
             f"reduce shuffle {number}: {what} on each whole partition",
             reads_input=False,
             ends_sorted=ranges is not None,
+            reads=frozenset({number}),
         )
 
     def _join(self, feed: _Feed, before: list, join: Join) -> tuple[_Feed, list]:
@@ -412,6 +423,8 @@ class _Planner:
                     reads_input=side_feed.reads_input,
                     detail=f"{side_feed.text}{_probe_note(ops)}; hash shuffle {number} on "
                     f"{', '.join(keys)} ({side} side of the join)",
+                    reads=side_feed.reads,
+                    writes=frozenset({number}),
                 )
             )
         left_schema = output_schema(join.child)
@@ -436,6 +449,7 @@ class _Planner:
             f"reduce {what}",
             f"reduce shuffle {number}: {what} on each pair of partitions",
             reads_input=False,
+            reads=frozenset({number}),
         )
         return reduced, []
 
@@ -456,6 +470,7 @@ class _Planner:
                 detail=f"{right_feed.text}{_probe_note(right_ops)}; the driver collects the "
                 f"right side of the {join.how} join ({format_size(right_bytes)} of input, "
                 f"under the {format_size(_broadcast_limit(self.sizes))} broadcast limit)",
+                reads=right_feed.reads,
             )
         )
         self.notes[id(join)] = "broadcast join, no shuffle"

@@ -13,16 +13,8 @@ import terabatch as tb
 import terabatch.plan.stages as stages_module
 from terabatch.io.sinks import CollectSink
 from terabatch.plan.optimize import optimize
-from terabatch.plan.overlap import run_together, shuffles_read, shuffles_written
+from terabatch.plan.overlap import groups as _groups
 from terabatch.plan.stages import Sizes, Stage, plan_stages
-
-
-def _groups(stages: list[Stage]) -> list[list[int]]:
-    groups, i, last = [], 0, len(stages) - 1
-    while i < last:
-        groups.append(run_together(stages, i, last))
-        i = groups[-1][-1] + 1
-    return [*groups, [last]]
 
 
 def _stages(ds: tb.Dataset, tmp_path: Path) -> list[Stage]:
@@ -45,7 +37,7 @@ def test_both_sides_of_a_join_map_together_and_the_reduce_waits(
     stages = _stages(left.join(right, on="k"), tmp_path)
     assert len(stages) == 3
     assert _groups(stages) == [[0, 1], [2]]
-    assert shuffles_read(stages[2]) == shuffles_written(stages[0]) | shuffles_written(stages[1])
+    assert stages[2].reads == stages[0].writes == stages[1].writes == {1}
 
 
 def test_a_join_of_two_group_bys_runs_each_level_together(
