@@ -193,6 +193,46 @@ def test_a_resumed_run_redoes_finished_tasks_whose_staged_files_were_removed(
     assert summary.rows_read == summary.rows_written == 16 * 300
 
 
+def test_a_join_whose_sides_map_together_resumes_without_redoing_either_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import terabatch.plan.stages as stages_module
+
+    monkeypatch.setattr(stages_module, "BROADCAST_BYTES", 0)  # both sides shuffled
+    src = _inputs(tmp_path, files=6)
+    right = tmp_path / "right"
+    right.mkdir()
+    pl.DataFrame({"k": list(range(37)), "w": [k * 10 for k in range(37)]}).write_csv(
+        right / "r.csv"
+    )
+    out, flag, calls = tmp_path / "out", tmp_path / "service-is-back", tmp_path / "calls"
+    calls.mkdir()
+    schema = {"k": pl.Int64, "v": pl.Int64}
+
+    def job(**run):
+        def record(frame: pl.DataFrame) -> pl.DataFrame:
+            (calls / f"left-{frame['v'].min()}").touch()
+            return _fail_once(flag, 1200)(frame)  # the fifth of six left tasks fails
+
+        left = tb.read_csv(str(src / "*.csv")).map_batches(record, schema=schema)
+        joined = left.join(tb.read_csv(str(right / "r.csv")), on="k")
+        return joined.write_parquet(out, workers=2, progress=False, max_retries=0, **run)
+
+    with pytest.raises(tb.TerabatchError):
+        job()
+    first = {p.name for p in calls.iterdir()}
+    assert len(first - {"left-1200"}) >= 2  # left tasks finished before the failure
+    for p in calls.iterdir():
+        p.unlink()
+    flag.touch()
+    summary = job()
+    redone = {p.name for p in calls.iterdir()}
+    assert "left-1200" in redone and not redone & (first - {"left-1200"})
+    assert summary.resumed_tasks >= len(first) - 1  # the left tasks that had finished, and more
+    expected = pl.read_csv(str(src / "*.csv")).join(pl.read_csv(right / "r.csv"), on="k")
+    assert pl.read_parquet(str(out / "*.parquet")).sort("v").equals(expected.sort("v"))
+
+
 def test_resume_false_starts_afresh_and_a_changed_input_is_a_new_job(tmp_path: Path) -> None:
     src = _inputs(tmp_path, files=4)
     out = tmp_path / "out"
