@@ -94,6 +94,14 @@ def test_expression_naming_a_missing_column(ds: tb.Dataset, build) -> None:
         assert "did you mean 'value'" in message
 
 
+def test_two_outputs_of_one_name_are_a_one_line_schema_error(ds: tb.Dataset) -> None:
+    with pytest.raises(SchemaError) as info:
+        ds.group_by("id").agg(pl.col("value").sum(), pl.col("value").max())
+    message = one_line_error(info.value)
+    assert "'value'" in message and "more than one occurrence" in message, message
+    assert message.endswith("give each output its own name with .alias()")
+
+
 def test_argument_errors(ds: tb.Dataset) -> None:
     for bad in [
         lambda: ds.filter("value > 0"),

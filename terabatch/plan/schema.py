@@ -94,9 +94,15 @@ def apply_to_schema(node: Node, schema: pl.Schema) -> pl.Schema:
         pl.exceptions.InvalidOperationError,
         pl.exceptions.SchemaError,
         pl.exceptions.ComputeError,
+        pl.exceptions.DuplicateError,
     ) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise SchemaError(f"invalid expression: {first}") from None
+        hint = (
+            "; give each output its own name with .alias()"
+            if isinstance(exc, pl.exceptions.DuplicateError)
+            else ""
+        )
+        raise SchemaError(f"invalid expression: {first}{hint}") from None
 
 
 def _column_message(exc: Exception, names: list[str]) -> str:
