@@ -94,7 +94,7 @@ class OutputCommit:
         reruns a task whose files someone removed, rather than failing at the commit)."""
         if self._listing is None:
             found = self.fs.find(self.staging) if self.fs.exists(self.staging) else []
-            self._listing = {self.fs._strip_protocol(p) for p in found}
+            self._listing = set(found)
         task_dir = posixpath.join(self.staging, f"task-{task_id:05d}")
         return all(posixpath.join(task_dir, w.path) in self._listing for w in files)
 

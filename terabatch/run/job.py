@@ -44,7 +44,7 @@ from terabatch.plan.coalesce import coalesce_stage
 from terabatch.plan.fill import fill_later
 from terabatch.plan.nodes import Head, Node, TopK, lineage, scans
 from terabatch.plan.optimize import optimize
-from terabatch.plan.overlap import run_together
+from terabatch.plan.overlap import groups
 from terabatch.plan.schema import output_schema
 from terabatch.plan.stages import Sizes, Stage, Task, plan_stages, split_at_head
 from terabatch.run.accounting import RowAccount
@@ -184,27 +184,25 @@ class Job:
         Earlier stages write shuffle files; their results only feed progress and the summary.
         ``staged`` tells whether a last-stage task an earlier run finished still has its files.
         """
-        i, last = 0, len(self.stages) - 1
-        while i < last:
-            stage = self.stages[i]  # read now: a first pass fills in the stages after it
-            if stage.feeds is not None:
+        *earlier, (last,) = groups(self.stages)
+        for group in earlier:
+            first = self.stages[group[0]]  # read now: a first pass fills in the stages after it
+            if first.feeds is not None:
                 # A first pass (a sort's key sample, a broadcast join's small right side, the
-                # rows a head kept): its rows fill the later stages that wait for them.
+                # rows a head kept) runs alone: its rows fill the later stages that wait for them.
+                i = group[0]
                 frames = self.state.load_frames(i) if self.persistent else None
                 if frames is None:
                     results = self._run_stages([i], monitor, reporter, _no_dirs, None)
                     frames = [r.frame for r in results if r.frame is not None]
                     if self.persistent:
                         self.state.save_frames(i, frames)
-                self.stages[i + 1 :] = fill_later(stage, frames, self.stages[i + 1 :])
-                i += 1
+                self.stages[i + 1 :] = fill_later(first, frames, self.stages[i + 1 :])
                 continue
-            group = run_together(self.stages, i, last)
             for index in group:
                 self._coalesce(index)
             for _ in self._run_stages(group, monitor, reporter, self._shuffle_dirs, None):
                 pass
-            i = group[-1] + 1
         self._coalesce(last)
         self.stage = self.stages[-1]  # a first pass may have completed the last stage's tasks
         yield from self._run_stages([last], monitor, reporter, dirs, max_waiting, staged)
